@@ -1,0 +1,77 @@
+# POSTER in C. `make demo` and `make test` are the two commands a newcomer runs.
+CC      ?= gcc
+PKGS    := openblas hdf5 libturbojpeg inih libzip cairo
+export PKG_CONFIG_PATH := /usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+BLAS_DIR   = $(shell pkg-config --variable=libdir openblas 2>/dev/null)
+TEST_LIBS  = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+OPT     ?= -O3 -march=native
+CFLAGS  += $(OPT) -g -fopenmp -std=gnu11 -Wall -Wextra -I. $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -Wl,-rpath,$(BLAS_DIR) -lm -lpthread
+LDFLAGS += -fopenmp
+
+BUILD   ?= build
+LIB_SRC := $(sort $(filter-out train/cli.c,$(wildcard autograd/*.c layers/*.c data/*.c train/*.c eval/*.c)))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+POSTER  := $(BUILD)/poster
+
+.PHONY: all deps demo test asan bench clean check-long check-torch
+all: $(POSTER) $(TEST_BIN) $(BENCH_BIN)
+
+deps:
+	@tools/deps.sh
+
+$(BUILD)/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libposter.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(POSTER): $(BUILD)/train/cli.o $(BUILD)/libposter.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@ln -sf $(BUILD)/poster poster 2>/dev/null || true
+
+$(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libposter.a $(LDLIBS) $(TEST_LIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libposter.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libposter.a $(LDLIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@POSTER_BIN=$(abspath $(POSTER)) tests/run_tests.sh $(BUILD)/tests
+
+# AddressSanitizer + UBSan build of the same tests, in its own build folder.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fopenmp -fsanitize=address,undefined" all
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 POSTER_BIN=$(abspath build-asan/poster) tests/run_tests.sh build-asan/tests
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+demo: deps
+	@$(MAKE) --no-print-directory $(POSTER)
+	@tools/demo.sh $(POSTER)
+
+check-long: deps
+	@$(MAKE) --no-print-directory all
+	@POSTER_BIN=$(abspath $(POSTER)) LONG=1 tests/run_tests.sh $(BUILD)/tests
+
+check-torch: deps
+	@$(MAKE) --no-print-directory all
+	@tools/check_torch.sh $(POSTER)
+
+clean:
+	rm -rf build build-asan poster

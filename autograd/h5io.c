@@ -1,0 +1,275 @@
+// HDF5 helpers: datasets of float32 / int64 / uint8 and string attributes.
+#include "h5io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
+
+void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static void h5_file_name(hid_t loc, char *buf, size_t n) {
+    buf[0] = 0;
+    if (H5Fget_name(loc, buf, n) < 0) snprintf(buf, n, "<hdf5>");
+}
+
+hid_t h5_open_read(const char *path, char *err, size_t errlen) {
+    h5_quiet();
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(err, errlen, "%s: cannot open file", path);
+        return -1;
+    }
+    fclose(fp);
+    if (H5Fis_hdf5(path) <= 0) {
+        snprintf(err, errlen, "%s: not an HDF5 file", path);
+        return -1;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) snprintf(err, errlen, "%s: HDF5 cannot open it (corrupt or truncated?)", path);
+    return f;
+}
+
+hid_t h5_create(const char *path, char *err, size_t errlen) {
+    h5_quiet();
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) snprintf(err, errlen, "%s: cannot create HDF5 file", path);
+    return f;
+}
+
+int h5_close(hid_t f) { return H5Fclose(f) < 0 ? -1 : 0; }
+
+bool h5_exists(hid_t loc, const char *path) {
+    // H5Lexists fails on a missing intermediate group, so check each prefix.
+    char buf[512];
+    size_t n = strlen(path);
+    if (n >= sizeof(buf)) return false;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            htri_t e = H5Lexists(loc, buf, H5P_DEFAULT);
+            buf[i] = c;
+            if (e <= 0) return false;
+        }
+    }
+    return true;
+}
+
+static int read_any(hid_t loc, const char *name, hid_t memtype, size_t elsize, void **out,
+                    int *ndim, int *shape, char *err, size_t errlen) {
+    char fname[256];
+    h5_file_name(loc, fname, sizeof fname);
+    *out = NULL;
+    if (!h5_exists(loc, name)) return ERR("%s: dataset '%s' is missing", fname, name);
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) return ERR("%s: '%s' is not a dataset", fname, name);
+    hid_t sp = H5Dget_space(ds);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[T_MAXDIM + 8];
+    if (nd < 0 || nd > T_MAXDIM) {
+        H5Sclose(sp);
+        H5Dclose(ds);
+        return ERR("%s: dataset '%s' has %d dimensions (at most %d)", fname, name, nd,
+                   T_MAXDIM);
+    }
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    size_t count = 1;
+    for (int i = 0; i < nd; i++) {
+        shape[i] = (int)dims[i];
+        count *= dims[i];
+    }
+    *ndim = nd;
+    void *buf = malloc((count ? count : 1) * elsize);
+    int rc = 0;
+    if (!buf) rc = ERR("%s: out of memory reading '%s'", fname, name);
+    else if (H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        free(buf);
+        buf = NULL;
+        rc = ERR("%s: cannot read dataset '%s' (type not convertible?)", fname, name);
+    }
+    H5Sclose(sp);
+    H5Dclose(ds);
+    *out = buf;
+    return rc;
+}
+
+int h5_read_floats(hid_t loc, const char *name, float **out, int *ndim, int *shape,
+                   char *err, size_t errlen) {
+    return read_any(loc, name, H5T_NATIVE_FLOAT, sizeof(float), (void **)out, ndim, shape,
+                    err, errlen);
+}
+
+int h5_read_int64s(hid_t loc, const char *name, int64_t **out, int *ndim, int *shape,
+                   char *err, size_t errlen) {
+    return read_any(loc, name, H5T_NATIVE_INT64, sizeof(int64_t), (void **)out, ndim,
+                    shape, err, errlen);
+}
+
+int h5_read_uint8s(hid_t loc, const char *name, uint8_t **out, int *ndim, int *shape,
+                   char *err, size_t errlen) {
+    return read_any(loc, name, H5T_NATIVE_UINT8, 1, (void **)out, ndim, shape, err,
+                    errlen);
+}
+
+int h5_dataset_shape(hid_t loc, const char *name, int *ndim, int *shape, char *err,
+                     size_t errlen) {
+    char fname[256];
+    h5_file_name(loc, fname, sizeof fname);
+    if (!h5_exists(loc, name)) return ERR("%s: dataset '%s' is missing", fname, name);
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) return ERR("%s: '%s' is not a dataset", fname, name);
+    hid_t sp = H5Dget_space(ds);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[32];
+    int rc = 0;
+    if (nd < 0 || nd > T_MAXDIM) rc = ERR("%s: '%s' has %d dimensions", fname, name, nd);
+    else {
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+        for (int i = 0; i < nd; i++) shape[i] = (int)dims[i];
+        *ndim = nd;
+    }
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return rc;
+}
+
+static int write_any(hid_t loc, const char *name, hid_t filetype, hid_t memtype,
+                     const void *data, int ndim, const int *shape, char *err,
+                     size_t errlen) {
+    char fname[256];
+    h5_file_name(loc, fname, sizeof fname);
+    hsize_t dims[T_MAXDIM];
+    for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)shape[i];
+    hid_t sp = ndim ? H5Screate_simple(ndim, dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t ds = H5Dcreate2(loc, name, filetype, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = 0;
+    if (ds < 0) rc = ERR("%s: cannot create dataset '%s'", fname, name);
+    else if (H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        rc = ERR("%s: cannot write dataset '%s' (disk full?)", fname, name);
+    if (ds >= 0) H5Dclose(ds);
+    H5Pclose(lcpl);
+    H5Sclose(sp);
+    return rc;
+}
+
+int h5_write_floats(hid_t loc, const char *name, const float *data, int ndim,
+                    const int *shape, char *err, size_t errlen) {
+    return write_any(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, ndim, shape, err,
+                     errlen);
+}
+
+int h5_write_int64s(hid_t loc, const char *name, const int64_t *data, int ndim,
+                    const int *shape, char *err, size_t errlen) {
+    return write_any(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, data, ndim, shape, err,
+                     errlen);
+}
+
+int h5_write_uint8s(hid_t loc, const char *name, const uint8_t *data, int ndim,
+                    const int *shape, char *err, size_t errlen) {
+    return write_any(loc, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, data, ndim, shape, err,
+                     errlen);
+}
+
+int h5_write_attr_str(hid_t loc, const char *obj, const char *name, const char *value) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(value) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    if (H5Aexists_by_name(loc, obj, name, H5P_DEFAULT) > 0)
+        H5Adelete_by_name(loc, obj, name, H5P_DEFAULT);
+    hid_t a = H5Acreate_by_name(loc, obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT,
+                                H5P_DEFAULT);
+    int rc = (a >= 0 && H5Awrite(a, t, value) >= 0) ? 0 : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    return rc;
+}
+
+int h5_write_attr_i64(hid_t loc, const char *obj, const char *name, int64_t value) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    if (H5Aexists_by_name(loc, obj, name, H5P_DEFAULT) > 0)
+        H5Adelete_by_name(loc, obj, name, H5P_DEFAULT);
+    hid_t a = H5Acreate_by_name(loc, obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT,
+                                H5P_DEFAULT, H5P_DEFAULT);
+    int rc = (a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &value) >= 0) ? 0 : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+int h5_read_attr_str(hid_t loc, const char *obj, const char *name, char *out, size_t n) {
+    out[0] = 0;
+    if (H5Aexists_by_name(loc, obj, name, H5P_DEFAULT) <= 0) return -1;
+    hid_t a = H5Aopen_by_name(loc, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a);
+    int rc = -1;
+    if (H5Tget_class(ft) == H5T_STRING) {
+        if (H5Tis_variable_str(ft) > 0) {
+            // h5py writes variable-length strings by default.
+            char *s = NULL;
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mt, H5T_VARIABLE);
+            if (H5Aread(a, mt, &s) >= 0 && s) {
+                snprintf(out, n, "%s", s);
+                H5free_memory(s);
+                rc = 0;
+            }
+            H5Tclose(mt);
+        } else {
+            size_t sz = H5Tget_size(ft);
+            char *buf = calloc(sz + 1, 1);
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mt, sz + 1);
+            if (buf && H5Aread(a, mt, buf) >= 0) {
+                snprintf(out, n, "%s", buf);
+                rc = 0;
+            }
+            H5Tclose(mt);
+            free(buf);
+        }
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+int h5_read_attr_i64(hid_t loc, const char *obj, const char *name, int64_t *out) {
+    if (H5Aexists_by_name(loc, obj, name, H5P_DEFAULT) <= 0) return -1;
+    hid_t a = H5Aopen_by_name(loc, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) return -1;
+    int rc = H5Aread(a, H5T_NATIVE_INT64, out) >= 0 ? 0 : -1;
+    H5Aclose(a);
+    return rc;
+}
+
+typedef struct {
+    int (*fn)(const char *, void *);
+    void *ctx;
+    int stop;
+} list_ctx;
+
+static herr_t list_cb(hid_t obj, const char *name, const H5O_info_t *info, void *op) {
+    (void)obj;
+    list_ctx *c = op;
+    if (info->type != H5O_TYPE_DATASET) return 0;
+    c->stop = c->fn(name, c->ctx);
+    return c->stop ? 1 : 0;
+}
+
+int h5_list_datasets(hid_t loc, const char *group,
+                     int (*fn)(const char *name, void *ctx), void *ctx) {
+    if (!h5_exists(loc, group) && strcmp(group, "/") != 0) return -1;
+    hid_t g = H5Gopen2(loc, group, H5P_DEFAULT);
+    if (g < 0) return -1;
+    list_ctx c = {fn, ctx, 0};
+    herr_t r = H5Ovisit2(g, H5_INDEX_NAME, H5_ITER_INC, list_cb, &c, H5O_INFO_BASIC);
+    H5Gclose(g);
+    return r < 0 ? -1 : c.stop;
+}

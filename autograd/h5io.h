@@ -1,0 +1,44 @@
+// Small HDF5 helpers for tensors: fixtures, checkpoints, caches, the forward tool.
+// Every function returns 0 on success and a negative code with a message in
+// err (naming the file and dataset) on failure; none aborts on bad files.
+#pragma once
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+// Silences HDF5's own error stack printing (we report our own messages).
+void h5_quiet(void);
+hid_t h5_open_read(const char *path, char *err, size_t errlen);     // < 0 on error
+hid_t h5_create(const char *path, char *err, size_t errlen);        // truncates
+int h5_close(hid_t f);
+bool h5_exists(hid_t loc, const char *path);   // path may contain '/'
+
+// Reads a float32 (or any float/int dataset converted to float) dataset.
+// *out is malloc'ed; shape/ndim filled (ndim 0 for scalars).
+int h5_read_floats(hid_t loc, const char *name, float **out, int *ndim, int *shape,
+                   char *err, size_t errlen);
+int h5_read_int64s(hid_t loc, const char *name, int64_t **out, int *ndim, int *shape,
+                   char *err, size_t errlen);
+int h5_read_uint8s(hid_t loc, const char *name, uint8_t **out, int *ndim, int *shape,
+                   char *err, size_t errlen);
+// Shape of a dataset without reading it.
+int h5_dataset_shape(hid_t loc, const char *name, int *ndim, int *shape, char *err,
+                     size_t errlen);
+// Writes (creating intermediate groups); ndim 0 writes a scalar.
+int h5_write_floats(hid_t loc, const char *name, const float *data, int ndim,
+                    const int *shape, char *err, size_t errlen);
+int h5_write_int64s(hid_t loc, const char *name, const int64_t *data, int ndim,
+                    const int *shape, char *err, size_t errlen);
+int h5_write_uint8s(hid_t loc, const char *name, const uint8_t *data, int ndim,
+                    const int *shape, char *err, size_t errlen);
+// Attributes on an object (file or group, by path "/" or "state_dict").
+int h5_write_attr_str(hid_t loc, const char *obj, const char *name, const char *value);
+int h5_write_attr_i64(hid_t loc, const char *obj, const char *name, int64_t value);
+int h5_read_attr_str(hid_t loc, const char *obj, const char *name, char *out, size_t n);
+int h5_read_attr_i64(hid_t loc, const char *obj, const char *name, int64_t *out);
+// Calls fn for every dataset below group `group` with its path relative to it
+// ("a.b.c" or "grad/x"), in HDF5's name order. Stops when fn returns non-zero.
+int h5_list_datasets(hid_t loc, const char *group,
+                     int (*fn)(const char *name, void *ctx), void *ctx);

@@ -1,0 +1,152 @@
+// Tensors, the activation arena, the parameter store and the eager tape.
+//
+// Lifetimes (see DEVELOPERS.md, "Memory by lifetime"):
+//   - parameters, their gradients and optimizer state live in one param_store:
+//     contiguous, identically laid-out float buffers; trainable tensors come
+//     first so one loop over [0, n_train) zeroes, clips or steps them all;
+//   - activations, their gradients, saved tensors and the tape live in the
+//     global arena, reset once per step (ag_step_reset); after the first step
+//     the arena is one block and a step does no malloc.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define T_MAXDIM 5
+
+// Programmer errors: abort with file and line. User errors return codes instead.
+#define AG_ASSERT(cond, ...)                                                  \
+    do {                                                                      \
+        if (!(cond)) ag_fail(__FILE__, __LINE__, #cond, "" __VA_ARGS__);      \
+    } while (0)
+void ag_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 4, 5)));
+
+struct param;
+
+typedef struct tensor {
+    float *data;            // contiguous, row-major, numel floats
+    float *grad;            // NULL until something flows into it (see tensor_grad)
+    struct tensor *base;    // reshape views share data/grad with their base
+    int ndim;
+    int shape[T_MAXDIM];
+    int64_t numel;
+    bool requires_grad;
+    struct param *param;    // non-NULL for tensors owned by a param_store
+} tensor;
+
+// ---- tensors (all allocated in the arena unless owned by a param_store) ----
+tensor *tensor_new(int ndim, const int *shape);          // uninitialized data
+tensor *tensor_zeros(int ndim, const int *shape);
+tensor *tensor_like(const tensor *t);                     // same shape, uninitialized
+tensor *tensor_from(int ndim, const int *shape, const float *src);  // copies src
+tensor *tensor_view(tensor *t, int ndim, const int *shape);  // reshape view, shares grad
+// The gradient buffer of t (of its base for views), allocated zeroed on first use.
+float *tensor_grad(tensor *t);
+int64_t shape_numel(int ndim, const int *shape);
+bool tensor_same_shape(const tensor *a, const tensor *b);
+// "[2, 3, 4]" into buf; returns buf.
+const char *tensor_shape_str(const tensor *t, char *buf, size_t n);
+// Shorthand for literal shapes: T_SHAPE(2, 3) -> 2, (int[]){2, 3}
+#define T_NARGS_(_1, _2, _3, _4, _5, N, ...) N
+#define T_NARGS(...) T_NARGS_(__VA_ARGS__, 5, 4, 3, 2, 1)
+#define T_SHAPE(...) T_NARGS(__VA_ARGS__), (int[]){__VA_ARGS__}
+
+// ---- arena ----
+void *arena_alloc(size_t bytes);       // 64-byte aligned, lives until ag_step_reset
+void *arena_calloc(size_t bytes);
+size_t arena_used(void);
+size_t arena_capacity(void);
+int arena_block_count(void);           // 1 after the first reset once warm
+void ag_step_reset(void);              // frees every activation and the tape
+void ag_shutdown(void);                // releases the arena (tests, end of program)
+
+// ---- grad mode ----
+bool ag_grad_enabled(void);
+void ag_set_grad_enabled(bool on);     // returns nothing; use the pair below to nest
+bool ag_no_grad_begin(void);           // returns previous state
+void ag_no_grad_end(bool prev);
+
+// ---- the tape ----
+typedef struct tape_entry tape_entry;
+typedef void (*backward_fn)(tape_entry *e);
+#define TAPE_MAX_IN 4
+struct tape_entry {
+    const char *op;          // op name, for error messages
+    backward_fn backward;
+    tensor *out;
+    tensor *in[TAPE_MAX_IN];
+    int n_in;
+    void *saved;             // op-specific struct in the arena
+};
+// True when an op on these inputs must record (grad mode on, some input needs grad).
+bool ag_needs_grad(int n, tensor *const *in);
+// Records an op. Marks out->requires_grad. An op without backward cannot record.
+tape_entry *ag_record(const char *op, backward_fn fn, tensor *out, int n,
+                      tensor *const *in, void *saved);
+int ag_tape_len(void);
+// Seeds d(loss)/d(loss) = 1 (loss must have one element) and runs the tape in
+// reverse. Gradients accumulate (+=) into parameters' grad buffers.
+void ag_backward(tensor *loss);
+// Like ag_backward but seeds the output gradient with `seed` (numel of out).
+void ag_backward_seed(tensor *out, const float *seed);
+
+// ---- parameter store ----
+enum param_kind {
+    PARAM_TRAINABLE,   // gets a gradient and optimizer state
+    PARAM_FROZEN,      // a parameter that never changes (landmark stream, freeze=)
+    PARAM_UNUSED,      // declared and counted as trainable, never computed with
+    PARAM_BUFFER,      // BatchNorm running statistics
+    PARAM_COUNTER,     // int64 num_batches_tracked (scalar)
+};
+
+typedef struct param {
+    char name[160];          // official dotted name, e.g. ir_back.body.3.res_layer.1.weight
+    enum param_kind kind;
+    int ndim;                // 0 for scalars (counters)
+    int shape[T_MAXDIM];
+    int64_t numel;
+    int64_t offset;          // into store->data (floats) or store->counters (int64)
+    tensor t;                // data/grad point into the store once finalized
+    int64_t *counter;        // PARAM_COUNTER only
+} param;
+
+typedef struct param_store {
+    param *params;
+    int n, cap;
+    // Floats: [ trainable (n_train) | frozen, unused, buffers ]. grad covers the
+    // trainable prefix only, so data[0..n_train) and grad[0..n_train) line up.
+    float *data;
+    float *grad;
+    int64_t n_train;         // floats that get gradients
+    int64_t n_float;         // all float state
+    int64_t *counters;
+    int n_counters;
+    bool finalized;
+} param_store;
+
+void store_init(param_store *s);
+void store_free(param_store *s);
+// Declares a tensor. Returns its index; pointers are valid after store_finalize.
+int store_add(param_store *s, const char *name, enum param_kind kind, int ndim,
+              const int *shape);
+// Lays out and allocates all buffers (zeroed); tensors become usable.
+void store_finalize(param_store *s);
+param *store_get(param_store *s, int idx);
+param *store_find(param_store *s, const char *name);   // NULL if absent
+tensor *store_tensor(param_store *s, int idx);
+void store_zero_grad(param_store *s);
+// Counts floats by kind; "trainable" in PyTorch's sense is TRAINABLE + UNUSED.
+int64_t store_count(const param_store *s, enum param_kind kind);
+
+// ---- random numbers (seeded, reproducible, state can be saved) ----
+typedef struct rng {
+    uint64_t s[4];           // xoshiro256**
+    int has_spare;           // Box-Muller spare normal
+    double spare;
+} rng;
+void rng_seed(rng *r, uint64_t seed);
+uint64_t rng_u64(rng *r);
+double rng_uniform(rng *r);            // [0, 1)
+double rng_normal(rng *r);             // N(0, 1)
+int64_t rng_below(rng *r, int64_t n);  // uniform in [0, n)

@@ -1,0 +1,158 @@
+// Shared test helpers: cmocka, random tensors, a finite-difference gradient
+// check and PyTorch fixture loading. Header-only; each test_*.c includes it once.
+#pragma once
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "autograd/h5io.h"
+#include "autograd/ops.h"
+#include "autograd/tensor.h"
+
+// Directory of committed fixtures, relative to the repository root (tests run there).
+#ifndef FIXTURE_DIR
+#define FIXTURE_DIR "tests/fixtures"
+#endif
+
+static inline tensor *tu_rand(rng *r, int ndim, const int *shape, float lo, float hi) {
+    tensor *t = tensor_new(ndim, shape);
+    for (int64_t i = 0; i < t->numel; i++)
+        t->data[i] = (float)(lo + (hi - lo) * rng_uniform(r));
+    return t;
+}
+
+// A leaf that requires grad (not a parameter: its grad lives in the arena).
+static inline tensor *tu_leaf(rng *r, int ndim, const int *shape, float lo, float hi) {
+    tensor *t = tu_rand(r, ndim, shape, lo, hi);
+    t->requires_grad = true;
+    return t;
+}
+
+// max |a-b| / max(max|b|, floor): error relative to the reference's scale.
+static inline double tu_rel_err(const float *a, const float *b, int64_t n, double floor_) {
+    double num = 0, den = floor_;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > num) num = d;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    return num / den;
+}
+
+// ||a-b||_2 / max(||b||_2, floor)
+static inline double tu_norm_err(const float *a, const float *b, int64_t n, double floor_) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    den = sqrt(den);
+    return sqrt(num) / (den > floor_ ? den : floor_);
+}
+
+// ---------------------------------------------------------------------------
+// Finite-difference gradient check.
+// f builds the output from inputs[0..n). The check uses L = sum(out * w) with a
+// fixed random w, accumulated in double; central differences with step eps are
+// compared with the tape's gradient: |num - ana| <= atol + rtol * |num|.
+// At most max_probe elements per input are probed (spread evenly).
+
+typedef tensor *(*tu_fn)(tensor **inputs, void *ctx);
+
+static inline double tu_weighted_sum(const tensor *out, const float *w) {
+    double s = 0;
+    for (int64_t i = 0; i < out->numel; i++) s += (double)out->data[i] * w[i];
+    return s;
+}
+
+static inline int tu_gradcheck(const char *name, tu_fn f, void *ctx, int n,
+                               tensor **inputs, double eps, double atol, double rtol,
+                               int max_probe) {
+    rng r;
+    rng_seed(&r, 1234);
+    tensor *out = f(inputs, ctx);
+    if (!out->requires_grad) {
+        fprintf(stderr, "gradcheck %s: output does not require grad\n", name);
+        return 1;
+    }
+    float *w = malloc((size_t)out->numel * sizeof(float));
+    for (int64_t i = 0; i < out->numel; i++) w[i] = (float)(rng_uniform(&r) * 2 - 1);
+    ag_backward_seed(out, w);
+    int bad = 0;
+    for (int k = 0; k < n; k++) {
+        tensor *x = inputs[k];
+        if (!x->requires_grad) continue;
+        float *ana = tensor_grad(x);
+        int64_t step = x->numel / (max_probe > 0 ? max_probe : 1);
+        if (step < 1) step = 1;
+        for (int64_t i = 0; i < x->numel; i += step) {
+            float orig = x->data[i];
+            bool prev = ag_no_grad_begin();
+            x->data[i] = orig + (float)eps;
+            double lp = tu_weighted_sum(f(inputs, ctx), w);
+            x->data[i] = orig - (float)eps;
+            double lm = tu_weighted_sum(f(inputs, ctx), w);
+            x->data[i] = orig;
+            ag_no_grad_end(prev);
+            double num = (lp - lm) / (2 * eps);
+            double diff = fabs(num - ana[i]);
+            if (diff > atol + rtol * fabs(num)) {
+                if (bad < 8)
+                    fprintf(stderr,
+                            "gradcheck %s: input %d element %lld: numeric %.6g analytic "
+                            "%.6g\n",
+                            name, k, (long long)i, num, (double)ana[i]);
+                bad++;
+            }
+        }
+    }
+    free(w);
+    return bad;
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures written by tests/reference/*.py with h5py.
+
+static inline hid_t tu_fixture_open(const char *file) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/%s", FIXTURE_DIR, file);
+    hid_t f = h5_open_read(path, err, sizeof err);
+    if (f < 0) fail_msg("%s", err);
+    return f;
+}
+
+// Loads a dataset as an arena tensor (int datasets are converted to float).
+static inline tensor *tu_fixture_tensor(hid_t f, const char *name) {
+    char err[512];
+    float *buf;
+    int nd, shape[T_MAXDIM];
+    if (h5_read_floats(f, name, &buf, &nd, shape, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    tensor *t = tensor_from(nd, shape, buf);
+    free(buf);
+    return t;
+}
+
+static inline int64_t *tu_fixture_int64(hid_t f, const char *name, int64_t *count) {
+    char err[512];
+    int64_t *buf;
+    int nd, shape[T_MAXDIM];
+    if (h5_read_int64s(f, name, &buf, &nd, shape, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    if (count) *count = shape_numel(nd, shape);
+    return buf;
+}
+
+// Asserts out matches the fixture dataset `name` (same shape, rel err <= tol).
+static inline void tu_expect_close(const char *what, const float *got, tensor *want,
+                                   double tol) {
+    double e = tu_rel_err(got, want->data, want->numel, 1e-6);
+    if (!(e <= tol)) fail_msg("%s: relative error %.3g > %.3g", what, e, tol);
+}

@@ -1,0 +1,37 @@
+// The `poster` program: one binary, subcommands listed by `poster help`.
+#include <stdio.h>
+#include <string.h>
+
+#include "train/cli.h"
+
+typedef struct {
+    const char *name;
+    cli_cmd_fn fn;
+    const char *summary;
+} cli_cmd;
+
+// One row per subcommand; a module adds its row when it lands.
+static const cli_cmd g_cmds[] = {
+    {"help", NULL, "list the subcommands"},
+};
+
+static void print_help(FILE *f) {
+    fprintf(f, "usage: poster <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof g_cmds / sizeof g_cmds[0]; i++)
+        fprintf(f, "  %-10s %s\n", g_cmds[i].name, g_cmds[i].summary);
+    fprintf(f, "\n`poster <command> --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "-h")) {
+        print_help(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof g_cmds / sizeof g_cmds[0]; i++)
+        if (g_cmds[i].fn && !strcmp(argv[1], g_cmds[i].name))
+            return g_cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "poster: unknown command '%s'\n\n", argv[1]);
+    print_help(stderr);
+    return 2;
+}

@@ -1,0 +1,13 @@
+// Subcommands of the `poster` program. Each returns the process exit code.
+#pragma once
+
+typedef int (*cli_cmd_fn)(int argc, char **argv);   // argv[0] is the subcommand name
+
+int cli_info(int argc, char **argv);      // layers/model_cli.c
+int cli_forward(int argc, char **argv);   // layers/model_cli.c
+int cli_data(int argc, char **argv);      // data/data_cli.c
+int cli_train(int argc, char **argv);     // train/train_cli.c
+int cli_eval(int argc, char **argv);      // eval/eval_cli.c
+int cli_predict(int argc, char **argv);   // eval/eval_cli.c
+int cli_import(int argc, char **argv);    // train/import_cli.c
+int cli_bench(int argc, char **argv);     // bench via the library
