@@ -2,10 +2,10 @@
 CC      ?= gcc
 PKGS    := openblas hdf5 libturbojpeg inih libzip cairo
 export PKG_CONFIG_PATH := /usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-BLAS_DIR   = $(shell pkg-config --variable=libdir openblas 2>/dev/null)
-TEST_LIBS  = $(shell pkg-config --libs cmocka 2>/dev/null)
+PKG_CFLAGS = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --libs $(PKGS) 2>/dev/null)
+BLAS_DIR   = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --variable=libdir openblas 2>/dev/null)
+TEST_LIBS  = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --libs cmocka 2>/dev/null)
 
 OPT     ?= -O3 -march=native
 CFLAGS  += $(OPT) -g -fopenmp -std=gnu11 -Wall -Wextra -I. $(PKG_CFLAGS)
