@@ -1,0 +1,663 @@
+// Convolutions: conv2d (NCHW, stride, padding, groups), conv1d and
+// conv-transpose1d, all lowered to cblas_sgemm through im2col / col2im.
+//
+// conv2d paths:
+//   - depthwise (groups == Cin == Cout): a direct kernel, no sgemm (each
+//     channel is a tiny 2-D stencil, im2col would only add traffic);
+//   - 1x1, stride 1, no padding: the input already is the im2col matrix;
+//   - everything else (incl. 1x1 stride 2, which im2col turns into a plain
+//     subsampling copy): im2col per sample and group, then sgemm.
+// Work is spread over the batch with per-thread scratch (single-threaded sgemm
+// inside the OpenMP region) when the batch has at least one sample per thread,
+// otherwise samples run one after another with OpenBLAS threading the sgemm.
+// conv1d is conv2d with H = 1; conv-transpose1d is sgemm followed by col2im.
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "ops_ref.h"
+
+// ---------------------------------------------------------------------------
+// Scratch: one buffer reused by every call, partitioned per thread by the
+// caller. Kept across calls so a training step does no allocation here.
+
+static float *g_scratch;
+static size_t g_scratch_cap;   // floats
+
+static float *scratch_get(size_t floats) {
+    if (floats > g_scratch_cap) {
+        free(g_scratch);
+        g_scratch = NULL;
+        size_t cap = floats + floats / 4;
+        if (posix_memalign((void **)&g_scratch, 64, cap * sizeof(float)) != 0)
+            g_scratch = NULL;
+        AG_ASSERT(g_scratch != NULL, "out of memory: conv scratch of %zu floats", cap);
+        g_scratch_cap = cap;
+    }
+    return g_scratch;
+}
+
+void ops_conv_release_scratch(void) {
+    free(g_scratch);
+    g_scratch = NULL;
+    g_scratch_cap = 0;
+}
+
+// Rounds a per-thread slice up to 64 bytes so threads never share a cache line.
+static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static int g_conv_mode;   // 0 auto, 1 batch-parallel, 2 threaded sgemm (bench)
+void conv_set_mode(int mode) { g_conv_mode = mode; }
+
+// True: spread samples over threads; false: samples in turn, threaded sgemm.
+static bool use_batch_parallel(int B) {
+    int nt = ops_threads();
+    if (g_conv_mode == 1) return nt > 1;
+    if (g_conv_mode == 2) return false;
+    return nt > 1 && B >= nt;
+}
+
+// ---------------------------------------------------------------------------
+// im2col / col2im on one sample: x [C, H, W] <-> col [C*KH*KW, Ho*Wo].
+
+// Output columns ow whose input column ow*stride - pad + kw lies in [0, W).
+static inline void valid_range(int Wo, int W, int stride, int pad, int kw, int *lo, int *hi) {
+    int off = kw - pad;   // iw = ow*stride + off
+    int a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int b = W - 1 - off < 0 ? 0 : (W - 1 - off) / stride + 1;   // first ow past the edge
+    if (b > Wo) b = Wo;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad,
+                   int Ho, int Wo, float *col) {
+    int64_t HWo = (int64_t)Ho * Wo;
+    for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++) {
+                float *dst = col + ((int64_t)(c * KH + kh) * KW + kw) * HWo;
+                int lo, hi;
+                valid_range(Wo, W, stride, pad, kw, &lo, &hi);
+                int off = kw - pad;
+                for (int oh = 0; oh < Ho; oh++) {
+                    float *d = dst + (int64_t)oh * Wo;
+                    int ih = oh * stride - pad + kh;
+                    if (ih < 0 || ih >= H) {
+                        memset(d, 0, (size_t)Wo * sizeof(float));
+                        continue;
+                    }
+                    const float *s = x + ((int64_t)c * H + ih) * W + off;
+                    for (int ow = 0; ow < lo; ow++) d[ow] = 0;
+                    if (stride == 1)
+                        memcpy(d + lo, s + lo, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int ow = lo; ow < hi; ow++) d[ow] = s[ow * stride];
+                    for (int ow = hi; ow < Wo; ow++) d[ow] = 0;
+                }
+            }
+}
+
+// x += col2im(col)
+static void col2im_add(const float *col, int C, int H, int W, int KH, int KW, int stride,
+                       int pad, int Ho, int Wo, float *x) {
+    int64_t HWo = (int64_t)Ho * Wo;
+    for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++) {
+                const float *src = col + ((int64_t)(c * KH + kh) * KW + kw) * HWo;
+                int lo, hi;
+                valid_range(Wo, W, stride, pad, kw, &lo, &hi);
+                int off = kw - pad;
+                for (int oh = 0; oh < Ho; oh++) {
+                    int ih = oh * stride - pad + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *s = src + (int64_t)oh * Wo;
+                    float *d = x + ((int64_t)c * H + ih) * W + off;
+                    if (stride == 1)
+                        for (int ow = lo; ow < hi; ow++) d[ow] += s[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) d[ow * stride] += s[ow];
+                }
+            }
+}
+
+// ---------------------------------------------------------------------------
+// conv2d geometry
+
+conv2d_geom conv2d_make_geom(int B, int Cin, int H, int W, int Cout, int KH, int KW,
+                             int stride, int pad, int groups) {
+    conv2d_geom g = {B, Cin, H, W, Cout, KH, KW, stride, pad, groups, 0, 0};
+    AG_ASSERT(stride >= 1 && pad >= 0 && groups >= 1 && KH >= 1 && KW >= 1,
+              "conv2d stride %d pad %d groups %d kernel %dx%d", stride, pad, groups, KH, KW);
+    AG_ASSERT(Cin % groups == 0 && Cout % groups == 0,
+              "conv2d channels %d -> %d not divisible by groups %d", Cin, Cout, groups);
+    AG_ASSERT(H + 2 * pad >= KH && W + 2 * pad >= KW,
+              "conv2d kernel %dx%d larger than padded input %dx%d", KH, KW, H + 2 * pad,
+              W + 2 * pad);
+    g.Ho = (H + 2 * pad - KH) / stride + 1;
+    g.Wo = (W + 2 * pad - KW) / stride + 1;
+    return g;
+}
+
+int64_t conv2d_macs(const conv2d_geom *g) {
+    return (int64_t)g->B * g->Cout * g->Ho * g->Wo * (g->Cin / g->groups) * g->KH * g->KW;
+}
+
+static bool is_depthwise(const conv2d_geom *g) {
+    return g->groups == g->Cin && g->groups == g->Cout && g->groups > 1;
+}
+
+static bool is_pointwise(const conv2d_geom *g) {
+    return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0;
+}
+
+// ---------------------------------------------------------------------------
+// Depthwise: each channel convolved with its own KHxKW filter.
+
+static void dw_forward_plane(const conv2d_geom *g, const float *x, const float *w, float bias,
+                             float *y) {
+    int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, s = g->stride, p = g->pad;
+    for (int64_t i = 0; i < (int64_t)Ho * Wo; i++) y[i] = bias;
+    for (int kh = 0; kh < g->KH; kh++)
+        for (int kw = 0; kw < g->KW; kw++) {
+            float wv = w[kh * g->KW + kw];
+            int lo, hi;
+            valid_range(Wo, W, s, p, kw, &lo, &hi);
+            for (int oh = 0; oh < Ho; oh++) {
+                int ih = oh * s - p + kh;
+                if (ih < 0 || ih >= H) continue;
+                const float *xs = x + (int64_t)ih * W + kw - p;
+                float *yd = y + (int64_t)oh * Wo;
+                if (s == 1)
+                    for (int ow = lo; ow < hi; ow++) yd[ow] += wv * xs[ow];
+                else
+                    for (int ow = lo; ow < hi; ow++) yd[ow] += wv * xs[ow * s];
+            }
+        }
+}
+
+static void dw_forward(const conv2d_geom *g, const float *x, const float *w, const float *bias,
+                       float *y) {
+    int C = g->Cin;
+    int64_t HW = (int64_t)g->H * g->W, HWo = (int64_t)g->Ho * g->Wo;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < g->B; b++)
+        for (int c = 0; c < C; c++)
+            dw_forward_plane(g, x + ((int64_t)b * C + c) * HW, w + (int64_t)c * g->KH * g->KW,
+                             bias ? bias[c] : 0.0f, y + ((int64_t)b * C + c) * HWo);
+}
+
+// Per channel (race-free: channel c owns dw[c], db[c] and dx[:, c]).
+static void dw_backward(const conv2d_geom *g, const float *x, const float *w, const float *dy,
+                        float *dx, float *dw, float *db) {
+    int C = g->Cin, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, s = g->stride, p = g->pad;
+    int KH = g->KH, KW = g->KW;
+    int64_t HW = (int64_t)H * W, HWo = (int64_t)Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        float dbs = 0;
+        for (int b = 0; b < g->B; b++) {
+            const float *xp = x + ((int64_t)b * C + c) * HW;
+            const float *dyp = dy + ((int64_t)b * C + c) * HWo;
+            float *dxp = dx ? dx + ((int64_t)b * C + c) * HW : NULL;
+            if (db)
+                for (int64_t i = 0; i < HWo; i++) dbs += dyp[i];
+            for (int kh = 0; kh < KH; kh++)
+                for (int kw = 0; kw < KW; kw++) {
+                    float wv = w[((int64_t)c * KH + kh) * KW + kw];
+                    float dws = 0;
+                    int lo, hi;
+                    valid_range(Wo, W, s, p, kw, &lo, &hi);
+                    for (int oh = 0; oh < Ho; oh++) {
+                        int ih = oh * s - p + kh;
+                        if (ih < 0 || ih >= H) continue;
+                        const float *dyr = dyp + (int64_t)oh * Wo;
+                        int64_t base = (int64_t)ih * W + kw - p;
+                        if (dw) {
+                            const float *xs = xp + base;
+                            for (int ow = lo; ow < hi; ow++) dws += dyr[ow] * xs[ow * s];
+                        }
+                        if (dxp) {
+                            float *dxs = dxp + base;
+                            if (s == 1)
+                                for (int ow = lo; ow < hi; ow++) dxs[ow] += wv * dyr[ow];
+                            else
+                                for (int ow = lo; ow < hi; ow++) dxs[ow * s] += wv * dyr[ow];
+                        }
+                    }
+                    if (dw) dw[((int64_t)c * KH + kh) * KW + kw] += dws;
+                }
+        }
+        if (db) db[c] += dbs;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// General conv2d: im2col + sgemm.
+
+// One sample: y_b = W * im2col(x_b) (+ bias); col is this thread's scratch.
+static void gemm_forward_sample(const conv2d_geom *g, const float *xb, const float *w,
+                                const float *bias, float *yb, float *col) {
+    int G = g->groups, Cg = g->Cin / G, Cog = g->Cout / G;
+    int KK = g->KH * g->KW, HWo = g->Ho * g->Wo;
+    int64_t HW = (int64_t)g->H * g->W;
+    for (int gi = 0; gi < G; gi++) {
+        const float *xg = xb + (int64_t)gi * Cg * HW;
+        const float *cm = xg;
+        if (!is_pointwise(g)) {
+            im2col(xg, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Ho, g->Wo, col);
+            cm = col;
+        }
+        // y_g [Cog, HWo] = w_g [Cog, Cg*KK] col [Cg*KK, HWo]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cog, HWo, Cg * KK, 1.0f,
+                    w + (int64_t)gi * Cog * Cg * KK, Cg * KK, cm, HWo, 0.0f,
+                    yb + (int64_t)gi * Cog * HWo, HWo);
+    }
+    if (bias)
+        for (int co = 0; co < g->Cout; co++) {
+            float *yr = yb + (int64_t)co * HWo;
+            for (int i = 0; i < HWo; i++) yr[i] += bias[co];
+        }
+}
+
+static size_t col_floats(const conv2d_geom *g) {
+    if (is_pointwise(g)) return 16;
+    return pad16((size_t)(g->Cin / g->groups) * g->KH * g->KW * g->Ho * g->Wo);
+}
+
+void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const float *bias,
+                    float *y) {
+    if (g->B == 0) return;
+    if (is_depthwise(g)) {
+        dw_forward(g, x, w, bias, y);
+        return;
+    }
+    int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
+    size_t per = col_floats(g);
+    if (use_batch_parallel(g->B)) {
+        int nt = ops_threads();
+        float *scr = scratch_get(per * nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int b = 0; b < g->B; b++)
+            gemm_forward_sample(g, x + b * sx, w, bias, y + b * sy,
+                                scr + per * omp_get_thread_num());
+    } else {
+        float *scr = scratch_get(per);
+        for (int b = 0; b < g->B; b++) gemm_forward_sample(g, x + b * sx, w, bias, y + b * sy, scr);
+    }
+}
+
+// One sample's contribution: dw_acc += dy_b col^T, dx_b += col2im(W^T dy_b).
+static void gemm_backward_sample(const conv2d_geom *g, const float *xb, const float *w,
+                                 const float *dyb, float *dxb, float *dw_acc, float *col,
+                                 float *dcol) {
+    int G = g->groups, Cg = g->Cin / G, Cog = g->Cout / G;
+    int KK = g->KH * g->KW, HWo = g->Ho * g->Wo;
+    int64_t HW = (int64_t)g->H * g->W;
+    bool pw = is_pointwise(g);
+    for (int gi = 0; gi < G; gi++) {
+        const float *xg = xb + (int64_t)gi * Cg * HW;
+        const float *dyg = dyb + (int64_t)gi * Cog * HWo;
+        const float *wg = w + (int64_t)gi * Cog * Cg * KK;
+        if (dw_acc) {
+            const float *cm = xg;
+            if (!pw) {
+                im2col(xg, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Ho, g->Wo, col);
+                cm = col;
+            }
+            // dw_g [Cog, Cg*KK] += dy_g [Cog, HWo] col^T [HWo, Cg*KK]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cog, Cg * KK, HWo, 1.0f, dyg,
+                        HWo, cm, HWo, 1.0f, dw_acc + (int64_t)gi * Cog * Cg * KK, Cg * KK);
+        }
+        if (dxb) {
+            float *dxg = dxb + (int64_t)gi * Cg * HW;
+            // dcol [Cg*KK, HWo] = w_g^T [Cg*KK, Cog] dy_g [Cog, HWo]; pointwise writes dx
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg * KK, HWo, Cog, 1.0f, wg,
+                        Cg * KK, dyg, HWo, pw ? 1.0f : 0.0f, pw ? dxg : dcol, HWo);
+            if (!pw)
+                col2im_add(dcol, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Ho,
+                           g->Wo, dxg);
+        }
+    }
+}
+
+static void bias_backward(const float *dy, int B, int C, int64_t HW, float *db) {
+#pragma omp parallel for schedule(static) if ((int64_t)B * C * HW > 65536)
+    for (int c = 0; c < C; c++) {
+        double s = 0;
+        for (int b = 0; b < B; b++) {
+            const float *r = dy + ((int64_t)b * C + c) * HW;
+            float t = 0;
+            for (int64_t i = 0; i < HW; i++) t += r[i];
+            s += t;
+        }
+        db[c] += (float)s;
+    }
+}
+
+void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const float *dy,
+                     float *dx, float *dw, float *db) {
+    if (g->B == 0) return;
+    if (is_depthwise(g)) {
+        dw_backward(g, x, w, dy, dx, dw, db);
+        return;
+    }
+    if (db) bias_backward(dy, g->B, g->Cout, (int64_t)g->Ho * g->Wo, db);
+    if (!dx && !dw) return;
+    int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
+    size_t per = col_floats(g);
+    size_t nreal = (size_t)g->Cout * (g->Cin / g->groups) * g->KH * g->KW;
+    size_t nw = pad16(nreal);
+    if (use_batch_parallel(g->B)) {
+        // Per thread: col, dcol and a private dw accumulator, summed at the end.
+        int nt = ops_threads();
+        size_t slice = 2 * per + (dw ? nw : 0);
+        float *scr = scratch_get(slice * nt);
+#pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num();
+            float *col = scr + slice * t, *dcol = col + per;
+            float *dwt = dw ? dcol + per : NULL;
+            if (dwt) memset(dwt, 0, nw * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < g->B; b++)
+                gemm_backward_sample(g, x + b * sx, w, dy + b * sy, dx ? dx + b * sx : NULL,
+                                     dwt, col, dcol);
+            if (dw) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+                for (size_t i = 0; i < nreal; i++) {
+                    float s = 0;
+                    for (int k = 0; k < nt; k++) s += scr[slice * k + 2 * per + i];
+                    dw[i] += s;
+                }
+            }
+        }
+    } else {
+        float *scr = scratch_get(2 * per);
+        for (int b = 0; b < g->B; b++)
+            gemm_backward_sample(g, x + b * sx, w, dy + b * sy, dx ? dx + b * sx : NULL, dw,
+                                 scr, scr + per);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Naive references (double accumulation, direct loops).
+
+void conv2d_naive_forward(const conv2d_geom *g, const float *x, const float *w,
+                          const float *bias, float *y) {
+    int Cg = g->Cin / g->groups, Cog = g->Cout / g->groups;
+    for (int b = 0; b < g->B; b++)
+        for (int co = 0; co < g->Cout; co++) {
+            int gi = co / Cog;
+            for (int oh = 0; oh < g->Ho; oh++)
+                for (int ow = 0; ow < g->Wo; ow++) {
+                    double s = bias ? bias[co] : 0.0;
+                    for (int ci = 0; ci < Cg; ci++)
+                        for (int kh = 0; kh < g->KH; kh++)
+                            for (int kw = 0; kw < g->KW; kw++) {
+                                int ih = oh * g->stride - g->pad + kh;
+                                int iw = ow * g->stride - g->pad + kw;
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                                s += (double)x[(((int64_t)b * g->Cin + gi * Cg + ci) * g->H + ih) *
+                                                   g->W + iw] *
+                                     w[(((int64_t)co * Cg + ci) * g->KH + kh) * g->KW + kw];
+                            }
+                    y[(((int64_t)b * g->Cout + co) * g->Ho + oh) * g->Wo + ow] = (float)s;
+                }
+        }
+}
+
+void conv2d_naive_backward(const conv2d_geom *g, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db) {
+    int Cg = g->Cin / g->groups, Cog = g->Cout / g->groups;
+    for (int b = 0; b < g->B; b++)
+        for (int co = 0; co < g->Cout; co++) {
+            int gi = co / Cog;
+            for (int oh = 0; oh < g->Ho; oh++)
+                for (int ow = 0; ow < g->Wo; ow++) {
+                    float d = dy[(((int64_t)b * g->Cout + co) * g->Ho + oh) * g->Wo + ow];
+                    if (db) db[co] += d;
+                    for (int ci = 0; ci < Cg; ci++)
+                        for (int kh = 0; kh < g->KH; kh++)
+                            for (int kw = 0; kw < g->KW; kw++) {
+                                int ih = oh * g->stride - g->pad + kh;
+                                int iw = ow * g->stride - g->pad + kw;
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                                int64_t xi =
+                                    (((int64_t)b * g->Cin + gi * Cg + ci) * g->H + ih) * g->W + iw;
+                                int64_t wi = (((int64_t)co * Cg + ci) * g->KH + kh) * g->KW + kw;
+                                if (dx) dx[xi] += d * w[wi];
+                                if (dw) dw[wi] += d * x[xi];
+                            }
+                }
+        }
+}
+
+// ---------------------------------------------------------------------------
+// Ops on the tape. conv2d and conv1d share one backward through the geometry.
+
+typedef struct conv_saved {
+    conv2d_geom g;
+} conv_saved;
+
+static void conv2d_tape_backward(tape_entry *e) {
+    const conv_saved *s = e->saved;
+    tensor *x = e->in[0], *w = e->in[1], *b = e->n_in > 2 ? e->in[2] : NULL;
+    conv2d_backward(&s->g, x->data, w->data, e->out->grad,
+                    x->requires_grad ? tensor_grad(x) : NULL,
+                    w->requires_grad ? tensor_grad(w) : NULL,
+                    b && b->requires_grad ? tensor_grad(b) : NULL);
+}
+
+static tensor *conv_run(const char *name, const conv2d_geom *g, tensor *x, tensor *w,
+                        tensor *bias, int ndim, const int *out_shape) {
+    tensor *y = tensor_new(ndim, out_shape);
+    conv2d_forward(g, x->data, w->data, bias ? bias->data : NULL, y->data);
+    tensor *in[3] = {x, w, bias};
+    int n = bias ? 3 : 2;
+    if (ag_needs_grad(n, in)) {
+        conv_saved *s = arena_alloc(sizeof *s);
+        s->g = *g;
+        ag_record(name, conv2d_tape_backward, y, n, in, s);
+    }
+    return y;
+}
+
+tensor *op_conv2d(tensor *x, tensor *w, tensor *bias, int stride, int pad, int groups) {
+    char sx[64], sw[64];
+    AG_ASSERT(x->ndim == 4 && w->ndim == 4 && groups >= 1 &&
+                  w->shape[1] * groups == x->shape[1] && w->shape[0] % groups == 0,
+              "conv2d of %s with weight %s, groups %d", tensor_shape_str(x, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw), groups);
+    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]),
+              "conv2d bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw));
+    conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                                     w->shape[0], w->shape[2], w->shape[3], stride, pad, groups);
+    return conv_run("conv2d", &g, x, w, bias, T_SHAPE(g.B, g.Cout, g.Ho, g.Wo));
+}
+
+tensor *op_conv1d(tensor *x, tensor *w, tensor *bias, int stride) {
+    char sx[64], sw[64];
+    AG_ASSERT(x->ndim == 3 && w->ndim == 3 && w->shape[1] == x->shape[1] &&
+                  w->shape[2] <= x->shape[2],
+              "conv1d of %s with weight %s", tensor_shape_str(x, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw));
+    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]),
+              "conv1d bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw));
+    // [B, Cin, L] as [B, Cin, 1, L]: a 1 x k kernel, no padding, so Ho = 1.
+    conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], 1, x->shape[2], w->shape[0], 1,
+                                     w->shape[2], stride, 0, 1);
+    return conv_run("conv1d", &g, x, w, bias, T_SHAPE(g.B, g.Cout, g.Wo));
+}
+
+// ---------------------------------------------------------------------------
+// conv-transpose1d: y_b = col2im(W^T x_b), W viewed as [Cin, Cout*k].
+
+static void convt1d_forward_sample(int Cin, int L, int Cout, int k, int stride,
+                                   const float *xb, const float *w, const float *bias, float *yb,
+                                   float *col) {
+    int Lout = (L - 1) * stride + k;
+    for (int co = 0; co < Cout; co++)
+        for (int t = 0; t < Lout; t++) yb[(int64_t)co * Lout + t] = bias ? bias[co] : 0.0f;
+    // col [Cout*k, L] = W^T [Cout*k, Cin] x_b [Cin, L]
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout * k, L, Cin, 1.0f, w, Cout * k, xb,
+                L, 0.0f, col, L);
+    col2im_add(col, Cout, 1, Lout, 1, k, stride, 0, 1, L, yb);
+}
+
+void conv_transpose1d_forward(int B, int Cin, int L, int Cout, int k, int stride,
+                              const float *x, const float *w, const float *bias, float *y) {
+    int Lout = (L - 1) * stride + k;
+    size_t per = pad16((size_t)Cout * k * L);
+    int64_t sx = (int64_t)Cin * L, sy = (int64_t)Cout * Lout;
+    if (use_batch_parallel(B)) {
+        int nt = ops_threads();
+        float *scr = scratch_get(per * nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            convt1d_forward_sample(Cin, L, Cout, k, stride, x + b * sx, w, bias, y + b * sy,
+                                   scr + per * omp_get_thread_num());
+    } else {
+        float *scr = scratch_get(per);
+        for (int b = 0; b < B; b++)
+            convt1d_forward_sample(Cin, L, Cout, k, stride, x + b * sx, w, bias, y + b * sy, scr);
+    }
+}
+
+static void convt1d_backward_sample(int Cin, int L, int Cout, int k, int stride,
+                                    const float *xb, const float *w, const float *dyb,
+                                    float *dxb, float *dw_acc, float *dcol) {
+    int Lout = (L - 1) * stride + k;
+    im2col(dyb, Cout, 1, Lout, 1, k, stride, 0, 1, L, dcol);   // [Cout*k, L]
+    if (dxb)   // dx_b [Cin, L] += W [Cin, Cout*k] dcol [Cout*k, L]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cin, L, Cout * k, 1.0f, w,
+                    Cout * k, dcol, L, 1.0f, dxb, L);
+    if (dw_acc)   // dW [Cin, Cout*k] += x_b [Cin, L] dcol^T [L, Cout*k]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cin, Cout * k, L, 1.0f, xb, L,
+                    dcol, L, 1.0f, dw_acc, Cout * k);
+}
+
+void conv_transpose1d_backward(int B, int Cin, int L, int Cout, int k, int stride,
+                               const float *x, const float *w, const float *dy, float *dx,
+                               float *dw, float *db) {
+    int Lout = (L - 1) * stride + k;
+    int64_t sx = (int64_t)Cin * L, sy = (int64_t)Cout * Lout;
+    if (db) bias_backward(dy, B, Cout, Lout, db);
+    if (!dx && !dw) return;
+    size_t per = pad16((size_t)Cout * k * L);
+    size_t nw = pad16((size_t)Cin * Cout * k);
+    if (use_batch_parallel(B)) {
+        int nt = ops_threads();
+        size_t slice = per + (dw ? nw : 0);
+        float *scr = scratch_get(slice * nt);
+#pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num();
+            float *dcol = scr + slice * t;
+            float *dwt = dw ? dcol + per : NULL;
+            if (dwt) memset(dwt, 0, nw * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < B; b++)
+                convt1d_backward_sample(Cin, L, Cout, k, stride, x + b * sx, w, dy + b * sy,
+                                        dx ? dx + b * sx : NULL, dwt, dcol);
+            if (dw) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+                for (size_t i = 0; i < (size_t)Cin * Cout * k; i++) {
+                    float s = 0;
+                    for (int q = 0; q < nt; q++) s += scr[slice * q + per + i];
+                    dw[i] += s;
+                }
+            }
+        }
+    } else {
+        float *scr = scratch_get(per);
+        for (int b = 0; b < B; b++)
+            convt1d_backward_sample(Cin, L, Cout, k, stride, x + b * sx, w, dy + b * sy,
+                                    dx ? dx + b * sx : NULL, dw, scr);
+    }
+}
+
+void conv_transpose1d_naive_forward(int B, int Cin, int L, int Cout, int k, int stride,
+                                    const float *x, const float *w, const float *bias,
+                                    float *y) {
+    int Lout = (L - 1) * stride + k;
+    for (int b = 0; b < B; b++)
+        for (int co = 0; co < Cout; co++)
+            for (int o = 0; o < Lout; o++) {
+                double s = bias ? bias[co] : 0.0;
+                for (int ci = 0; ci < Cin; ci++)
+                    for (int j = 0; j < k; j++) {
+                        int d = o - j;
+                        if (d < 0 || d % stride || d / stride >= L) continue;
+                        s += (double)x[((int64_t)b * Cin + ci) * L + d / stride] *
+                             w[((int64_t)ci * Cout + co) * k + j];
+                    }
+                y[((int64_t)b * Cout + co) * Lout + o] = (float)s;
+            }
+}
+
+void conv_transpose1d_naive_backward(int B, int Cin, int L, int Cout, int k, int stride,
+                                     const float *x, const float *w, const float *dy,
+                                     float *dx, float *dw, float *db) {
+    int Lout = (L - 1) * stride + k;
+    for (int b = 0; b < B; b++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int t = 0; t < L; t++)
+                for (int co = 0; co < Cout; co++)
+                    for (int j = 0; j < k; j++) {
+                        float d = dy[((int64_t)b * Cout + co) * Lout + t * stride + j];
+                        int64_t wi = ((int64_t)ci * Cout + co) * k + j;
+                        int64_t xi = ((int64_t)b * Cin + ci) * L + t;
+                        if (dx) dx[xi] += d * w[wi];
+                        if (dw) dw[wi] += d * x[xi];
+                    }
+    if (db)
+        for (int b = 0; b < B; b++)
+            for (int co = 0; co < Cout; co++)
+                for (int o = 0; o < Lout; o++) db[co] += dy[((int64_t)b * Cout + co) * Lout + o];
+}
+
+typedef struct convt1d_saved {
+    int B, Cin, L, Cout, k, stride;
+} convt1d_saved;
+
+static void convt1d_tape_backward(tape_entry *e) {
+    const convt1d_saved *s = e->saved;
+    tensor *x = e->in[0], *w = e->in[1], *b = e->n_in > 2 ? e->in[2] : NULL;
+    conv_transpose1d_backward(s->B, s->Cin, s->L, s->Cout, s->k, s->stride, x->data, w->data,
+                              e->out->grad, x->requires_grad ? tensor_grad(x) : NULL,
+                              w->requires_grad ? tensor_grad(w) : NULL,
+                              b && b->requires_grad ? tensor_grad(b) : NULL);
+}
+
+tensor *op_conv_transpose1d(tensor *x, tensor *w, tensor *bias, int stride) {
+    char sx[64], sw[64];
+    AG_ASSERT(x->ndim == 3 && w->ndim == 3 && w->shape[0] == x->shape[1] && stride >= 1,
+              "conv_transpose1d of %s with weight %s, stride %d",
+              tensor_shape_str(x, sx, sizeof sx), tensor_shape_str(w, sw, sizeof sw), stride);
+    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[1]),
+              "conv_transpose1d bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw));
+    convt1d_saved s = {x->shape[0], x->shape[1], x->shape[2], w->shape[1], w->shape[2], stride};
+    int Lout = (s.L - 1) * stride + s.k;
+    tensor *y = tensor_new(T_SHAPE(s.B, s.Cout, Lout));
+    if (s.L > 0)
+        conv_transpose1d_forward(s.B, s.Cin, s.L, s.Cout, s.k, stride, x->data, w->data,
+                                 bias ? bias->data : NULL, y->data);
+    tensor *in[3] = {x, w, bias};
+    int n = bias ? 3 : 2;
+    if (ag_needs_grad(n, in)) {
+        convt1d_saved *sv = arena_alloc(sizeof *sv);
+        *sv = s;
+        ag_record("conv_transpose1d", convt1d_tape_backward, y, n, in, sv);
+    }
+    return y;
+}

@@ -1,0 +1,258 @@
+// Thread control, batched matmul and linear, all through cblas_sgemm.
+//
+// Threading: OpenBLAS is the OpenMP build, so an sgemm called inside an OpenMP
+// parallel region runs on one thread. Batched products of small matrices are
+// therefore spread over the batch with OpenMP (one single-threaded sgemm per
+// item), while large ones run one after another with a threaded sgemm. Never
+// both: that would oversubscribe the cores.
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "ops_ref.h"
+
+// ---------------------------------------------------------------------------
+// Threads
+
+static int g_threads;   // 0 until ops_set_threads is called
+
+void ops_set_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+    g_threads = n;
+}
+
+int ops_threads(void) { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+// ---------------------------------------------------------------------------
+// Batched sgemm: C_i = alpha op(A_i) op(B_i) + beta C_i for i < batch, where
+// X_i = X + i * sX. A stride of 0 shares the matrix across the batch; a shared
+// C (sC == 0) accumulates, so it must run serially.
+
+static void gemm_batch(bool ta, bool tb, int M, int N, int K, int batch, const float *A,
+                       int64_t sA, const float *B, int64_t sB, float beta, float *C,
+                       int64_t sC) {
+    if (M == 0 || N == 0 || batch == 0) return;
+    int lda = ta ? M : K, ldb = tb ? K : N;
+    enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE TB = tb ? CblasTrans : CblasNoTrans;
+    if (K == 0) {
+        // sgemm with K == 0 only scales C; do that ourselves for clarity.
+        for (int i = 0; i < (sC ? batch : 1); i++)
+            for (int64_t j = 0; j < (int64_t)M * N; j++) C[i * sC + j] *= beta;
+        return;
+    }
+    int nt = ops_threads();
+    // Spread over the batch when each product is too small to keep the
+    // threaded sgemm busy (below ~128^3 multiply-adds), or the batch is large.
+    double macs = (double)M * N * K;
+    bool par = sC != 0 && batch > 1 && nt > 1 && (macs < 2.1e6 || batch >= 4 * nt);
+    if (par) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int i = 0; i < batch; i++)
+            cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, 1.0f, A + i * sA, lda, B + i * sB,
+                        ldb, beta, C + i * sC, N);
+    } else {
+        for (int i = 0; i < batch; i++) {
+            float bt = (sC == 0 && i > 0) ? 1.0f : beta;
+            cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, 1.0f, A + i * sA, lda, B + i * sB,
+                        ldb, bt, C + i * sC, N);
+        }
+    }
+}
+
+void matmul_naive(bool ta, bool tb, int M, int N, int K, const float *A, const float *B,
+                  float *C) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) {
+                double a = ta ? A[(int64_t)k * M + i] : A[(int64_t)i * K + k];
+                double b = tb ? B[(int64_t)j * K + k] : B[(int64_t)k * N + j];
+                s += a * b;
+            }
+            C[(int64_t)i * N + j] = (float)s;
+        }
+}
+
+// ---------------------------------------------------------------------------
+// matmul
+
+typedef struct matmul_saved {
+    bool ta, tb;
+    int M, N, K, batch;
+    bool shared_b;
+} matmul_saved;
+
+// y_i = op(a_i) op(b_i)
+static void matmul_forward(const matmul_saved *s, const float *a, const float *b, float *y) {
+    int64_t sA = (int64_t)s->M * s->K, sB = s->shared_b ? 0 : (int64_t)s->K * s->N;
+    int64_t sY = (int64_t)s->M * s->N;
+    if (s->shared_b && !s->ta)   // rows of all items stacked: one sgemm
+        gemm_batch(false, s->tb, s->M * s->batch, s->N, s->K, 1, a, 0, b, 0, 0.0f, y, 0);
+    else
+        gemm_batch(s->ta, s->tb, s->M, s->N, s->K, s->batch, a, sA, b, sB, 0.0f, y, sY);
+}
+
+// da_i += d(op(a_i)) and db_i += d(op(b_i)) given dy_i; either may be NULL.
+static void matmul_backward_raw(const matmul_saved *s, const float *a, const float *b,
+                                const float *dy, float *da, float *db) {
+    int M = s->M, N = s->N, K = s->K, nb = s->batch;
+    int64_t sA = (int64_t)M * K, sB = s->shared_b ? 0 : (int64_t)K * N, sY = (int64_t)M * N;
+    if (da) {
+        if (s->shared_b && !s->ta) {
+            // [nb*M, K] += dy [nb*M, N] op(b)^T
+            gemm_batch(false, !s->tb, M * nb, K, N, 1, dy, 0, b, 0, 1.0f, da, 0);
+        } else if (!s->ta) {
+            // da [M,K] += dy [M,N] op(b)^T
+            gemm_batch(false, !s->tb, M, K, N, nb, dy, sY, b, sB, 1.0f, da, sA);
+        } else {
+            // a stored [K,M]: da += op(b) [K,N] dy^T [N,M]
+            gemm_batch(s->tb, true, K, M, N, nb, b, sB, dy, sY, 1.0f, da, sA);
+        }
+    }
+    if (db) {
+        if (s->shared_b && !s->ta) {
+            // all rows at once: db += op-aware product over [nb*M] rows
+            if (!s->tb)   // [K,N] += a^T [K, nb*M] dy [nb*M, N]
+                gemm_batch(true, false, K, N, M * nb, 1, a, 0, dy, 0, 1.0f, db, 0);
+            else          // [N,K] += dy^T [N, nb*M] a [nb*M, K]
+                gemm_batch(true, false, N, K, M * nb, 1, dy, 0, a, 0, 1.0f, db, 0);
+        } else if (!s->tb) {
+            // db [K,N] += op(a)^T [K,M] dy [M,N]; op(a)^T is a^T (ta=0) or a (ta=1)
+            gemm_batch(!s->ta, false, K, N, M, nb, a, sA, dy, sY, 1.0f, db, sB);
+        } else {
+            // b stored [N,K]: db += dy^T [N,M] op(a) [M,K]
+            gemm_batch(true, s->ta, N, K, M, nb, dy, sY, a, sA, 1.0f, db, sB);
+        }
+    }
+}
+
+static void matmul_backward(tape_entry *e) {
+    const matmul_saved *s = e->saved;
+    tensor *a = e->in[0], *b = e->in[1];
+    float *da = a->requires_grad ? tensor_grad(a) : NULL;
+    float *db = b->requires_grad ? tensor_grad(b) : NULL;
+    matmul_backward_raw(s, a->data, b->data, e->out->grad, da, db);
+}
+
+tensor *op_matmul(tensor *a, tensor *b, bool trans_a, bool trans_b) {
+    char sa[64], sb[64];
+    AG_ASSERT(a->ndim >= 2 && b->ndim >= 2, "matmul of %s and %s",
+              tensor_shape_str(a, sa, sizeof sa), tensor_shape_str(b, sb, sizeof sb));
+    int ra = a->shape[a->ndim - 2], ca = a->shape[a->ndim - 1];
+    int rb = b->shape[b->ndim - 2], cb = b->shape[b->ndim - 1];
+    matmul_saved s = {.ta = trans_a, .tb = trans_b};
+    s.M = trans_a ? ca : ra;
+    s.K = trans_a ? ra : ca;
+    s.N = trans_b ? rb : cb;
+    int kb = trans_b ? cb : rb;
+    AG_ASSERT(kb == s.K, "matmul inner dims differ: %s%s x %s%s",
+              tensor_shape_str(a, sa, sizeof sa), trans_a ? "^T" : "",
+              tensor_shape_str(b, sb, sizeof sb), trans_b ? "^T" : "");
+    s.batch = 1;
+    for (int i = 0; i < a->ndim - 2; i++) s.batch *= a->shape[i];
+    s.shared_b = b->ndim == 2;
+    if (!s.shared_b) {
+        bool same = b->ndim == a->ndim;
+        for (int i = 0; same && i < a->ndim - 2; i++) same = a->shape[i] == b->shape[i];
+        AG_ASSERT(same, "matmul batch dims differ: %s x %s",
+                  tensor_shape_str(a, sa, sizeof sa), tensor_shape_str(b, sb, sizeof sb));
+    }
+    int shape[T_MAXDIM];
+    for (int i = 0; i < a->ndim - 2; i++) shape[i] = a->shape[i];
+    shape[a->ndim - 2] = s.M;
+    shape[a->ndim - 1] = s.N;
+    tensor *y = tensor_new(a->ndim, shape);
+    matmul_forward(&s, a->data, b->data, y->data);
+    tensor *in[2] = {a, b};
+    if (ag_needs_grad(2, in)) {
+        matmul_saved *sv = arena_alloc(sizeof *sv);
+        *sv = s;
+        ag_record("matmul", matmul_backward, y, 2, in, sv);
+    }
+    return y;
+}
+
+// ---------------------------------------------------------------------------
+// linear: y [R, out] = x [R, in] w^T + bias, with R all leading rows of x.
+
+typedef struct linear_dims {
+    int rows, in, out;
+} linear_dims;
+
+static void linear_forward(const linear_dims *d, const float *x, const float *w,
+                           const float *bias, float *y) {
+    if (bias) {
+        for (int r = 0; r < d->rows; r++)
+            memcpy(y + (int64_t)r * d->out, bias, (size_t)d->out * sizeof(float));
+    }
+    if (d->in == 0) {
+        if (!bias) memset(y, 0, (size_t)d->rows * d->out * sizeof(float));
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->rows, d->out, d->in, 1.0f, x,
+                d->in, w, d->in, bias ? 1.0f : 0.0f, y, d->out);
+}
+
+static void linear_backward_raw(const linear_dims *d, const float *x, const float *w,
+                                const float *dy, float *dx, float *dw, float *db) {
+    int R = d->rows, Din = d->in, O = d->out;
+    if (R == 0 || O == 0) return;
+    if (dx && Din > 0)   // dx [R, in] += dy [R, out] w [out, in]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, Din, O, 1.0f, dy, O, w, Din,
+                    1.0f, dx, Din);
+    if (dw && Din > 0)   // dw [out, in] += dy^T [out, R] x [R, in]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, Din, R, 1.0f, dy, O, x, Din,
+                    1.0f, dw, Din);
+    if (db) {
+        // Column sums of dy; parallel over output columns keeps it race-free.
+#pragma omp parallel for if ((int64_t)R * O > 65536)
+        for (int o = 0; o < O; o++) {
+            float s = 0;
+            for (int r = 0; r < R; r++) s += dy[(int64_t)r * O + o];
+            db[o] += s;
+        }
+    }
+}
+
+static void linear_backward(tape_entry *e) {
+    const linear_dims *d = e->saved;
+    tensor *x = e->in[0], *w = e->in[1], *b = e->n_in > 2 ? e->in[2] : NULL;
+    linear_backward_raw(d, x->data, w->data, e->out->grad,
+                        x->requires_grad ? tensor_grad(x) : NULL,
+                        w->requires_grad ? tensor_grad(w) : NULL,
+                        b && b->requires_grad ? tensor_grad(b) : NULL);
+}
+
+tensor *op_linear(tensor *x, tensor *w, tensor *bias) {
+    char sx[64], sw[64];
+    AG_ASSERT(x->ndim >= 1 && w->ndim == 2 && x->shape[x->ndim - 1] == w->shape[1],
+              "linear of %s with weight %s", tensor_shape_str(x, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw));
+    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]),
+              "linear bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw));
+    linear_dims d = {.in = w->shape[1], .out = w->shape[0]};
+    d.rows = (int)(d.in ? x->numel / d.in : 0);
+    if (d.in == 0) {
+        d.rows = 1;
+        for (int i = 0; i < x->ndim - 1; i++) d.rows *= x->shape[i];
+    }
+    int shape[T_MAXDIM];
+    for (int i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = d.out;
+    tensor *y = tensor_new(x->ndim, shape);
+    linear_forward(&d, x->data, w->data, bias ? bias->data : NULL, y->data);
+    tensor *in[3] = {x, w, bias};
+    int n = bias ? 3 : 2;
+    if (ag_needs_grad(n, in)) {
+        linear_dims *sv = arena_alloc(sizeof *sv);
+        *sv = d;
+        ag_record("linear", linear_backward, y, n, in, sv);
+    }
+    return y;
+}

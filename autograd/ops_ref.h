@@ -1,0 +1,58 @@
+// Raw-pointer kernels behind op_matmul / op_linear / op_conv*, and the naive
+// reference versions the tests compare them against. The fast kernels are also
+// what bench/bench_conv.c times (no tape, no arena).
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+// ---- matmul ----
+// C[M,N] = op(A) op(B) (overwrites C). A is [M,K] (or [K,M] with ta), B is
+// [K,N] (or [N,K] with tb), all contiguous. Accumulates in double.
+void matmul_naive(bool ta, bool tb, int M, int N, int K, const float *A, const float *B,
+                  float *C);
+
+// ---- conv2d ----
+typedef struct conv2d_geom {
+    int B, Cin, H, W;        // input  [B, Cin, H, W]
+    int Cout, KH, KW;        // weight [Cout, Cin/groups, KH, KW]
+    int stride, pad, groups;
+    int Ho, Wo;              // output [B, Cout, Ho, Wo]
+} conv2d_geom;
+
+// Fills Ho/Wo and checks the shapes are consistent (AG_ASSERT).
+conv2d_geom conv2d_make_geom(int B, int Cin, int H, int W, int Cout, int KH, int KW,
+                             int stride, int pad, int groups);
+int64_t conv2d_macs(const conv2d_geom *g);   // multiply-adds of one forward
+
+// y = conv(x, w) + bias (bias may be NULL); y overwritten.
+void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const float *bias,
+                    float *y);
+// Accumulates (+=) into dx, dw, db; each may be NULL (not wanted).
+void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const float *dy,
+                     float *dx, float *dw, float *db);
+void conv2d_naive_forward(const conv2d_geom *g, const float *x, const float *w,
+                          const float *bias, float *y);
+void conv2d_naive_backward(const conv2d_geom *g, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db);
+
+// ---- conv-transpose1d ----
+// x [B, Cin, L], w [Cin, Cout, k], y [B, Cout, (L-1)*stride + k]
+void conv_transpose1d_forward(int B, int Cin, int L, int Cout, int k, int stride,
+                              const float *x, const float *w, const float *bias, float *y);
+void conv_transpose1d_backward(int B, int Cin, int L, int Cout, int k, int stride,
+                               const float *x, const float *w, const float *dy, float *dx,
+                               float *dw, float *db);
+void conv_transpose1d_naive_forward(int B, int Cin, int L, int Cout, int k, int stride,
+                                    const float *x, const float *w, const float *bias,
+                                    float *y);
+void conv_transpose1d_naive_backward(int B, int Cin, int L, int Cout, int k, int stride,
+                                     const float *x, const float *w, const float *dy,
+                                     float *dx, float *dw, float *db);
+
+// Threading of the sgemm conv paths, for benchmarks: 0 auto (default), 1 spread
+// samples over threads, 2 samples in turn with a threaded sgemm.
+void conv_set_mode(int mode);
+
+// Conv kernels keep per-thread scratch buffers between calls (grown on demand);
+// this frees them (end of program, tests checking for leaks).
+void ops_conv_release_scratch(void);
