@@ -237,6 +237,152 @@ static void dw_backward(const conv2d_geom *g, const float *x, const float *w, co
 }
 
 // ---------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (most of the IR-50 trunk):
+// each 2x2 output tile costs 16 multiplies per channel pair instead of 36, as
+// 16 sgemms [Co, Ci] x [Ci, tiles]. The transforms use only 0, +-1 and 1/2, so
+// the rounding error stays at the level of the direct sum. Tiles of the whole
+// batch are processed in chunks small enough for V and M to stay in cache.
+
+static bool g_winograd = true;
+void conv_set_winograd(bool on) { g_winograd = on; }
+
+static bool use_winograd(const conv2d_geom *g) {
+    // pad <= 2 keeps the dx convolution's padding (2 - pad) valid; narrow
+    // layers (the 3-channel stem) would spend their time in the transforms.
+    return g_winograd && g->groups == 1 && g->KH == 3 && g->KW == 3 && g->stride == 1 &&
+           g->pad <= 2 && g->Cin >= 16 && g->Cout >= 16;
+}
+
+// U [16][Co][Ci] = G g G^T for every filter. flip: the filters of the dx
+// convolution, g'[co][ci] = rot180(w[ci][co]) with w stored [Ci][Co][3][3].
+static void wino_weights(const float *w, int Co, int Ci, bool flip, float *U) {
+    int64_t plane = (int64_t)Co * Ci;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < Co; co++)
+        for (int ci = 0; ci < Ci; ci++) {
+            float g[3][3], t[4][3];
+            for (int r = 0; r < 3; r++)
+                for (int c = 0; c < 3; c++)
+                    g[r][c] = flip ? w[((int64_t)ci * Co + co) * 9 + (2 - r) * 3 + (2 - c)]
+                                   : w[((int64_t)co * Ci + ci) * 9 + r * 3 + c];
+            for (int c = 0; c < 3; c++) {   // t = G g
+                t[0][c] = g[0][c];
+                t[1][c] = 0.5f * (g[0][c] + g[1][c] + g[2][c]);
+                t[2][c] = 0.5f * (g[0][c] - g[1][c] + g[2][c]);
+                t[3][c] = g[2][c];
+            }
+            for (int r = 0; r < 4; r++) {   // U = t G^T
+                float *u = U + (int64_t)r * 4 * plane + (int64_t)co * Ci + ci;
+                u[0] = t[r][0];
+                u[plane] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+                u[2 * plane] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+                u[3 * plane] = t[r][2];
+            }
+        }
+}
+
+// y (or y +=, accumulate) = 3x3 stride-1 convolution of x [B, Ci, H, W] with
+// padding p, output [B, Co, Ho, Wo]; w as for wino_weights. Tiles are numbered
+// row by row over the batch (tile row R = b * th + ti holds tw tiles), and a
+// chunk is a run of whole tile rows so both transforms work on contiguous rows
+// and vectorize: the 4x4 transforms split into a vertical pass on full rows
+// and a horizontal pass over the tiles of the row.
+static void wino_conv(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo,
+                      const float *w, bool flip, const float *bias, bool accumulate,
+                      const float *x, float *y) {
+    int th = (Ho + 1) / 2, tw = (Wo + 1) / 2, WP = 2 * tw + 2;   // WP: padded row width
+    int64_t nrows = (int64_t)B * th;
+    int64_t rc = ((int64_t)1 << 22) / (16 * (Ci + Co)) / tw;      // V + M of a chunk: ~16 MB
+    if (rc < 1) rc = 1;
+    if (rc > nrows) rc = nrows;
+    size_t nU = pad16((size_t)16 * Co * Ci), nV = pad16((size_t)16 * Ci * rc * tw);
+    float *U = scratch_get(nU + nV + (size_t)16 * Co * rc * tw);
+    float *V = U + nU, *M = V + nV;
+    wino_weights(w, Co, Ci, flip, U);
+    int64_t HW = (int64_t)H * W, HWo = (int64_t)Ho * Wo;
+    for (int64_t R0 = 0; R0 < nrows; R0 += rc) {
+        int nr = (int)(nrows - R0 < rc ? nrows - R0 : rc);
+        int nn = nr * tw;
+        int64_t pe = (int64_t)Ci * nn;   // one V plane [Ci, nn]
+        // V[e][ci][n] = (B^T d B)[e] for the 4x4 input patch d of tile n.
+#pragma omp parallel for schedule(static)
+        for (int ci = 0; ci < Ci; ci++) {
+            float d[4][WP], u[4][WP];
+            for (int r = 0; r < nr; r++) {
+                int64_t R = R0 + r;
+                int b = (int)(R / th), ti = (int)(R % th);
+                const float *xp = x + ((int64_t)b * Ci + ci) * HW;
+                for (int k = 0; k < 4; k++) {   // padded input row: column q is iw = q - p
+                    int ih = 2 * ti - p + k;
+                    memset(d[k], 0, sizeof d[k]);
+                    if (ih < 0 || ih >= H) continue;
+                    int lo = p, hi = W + p < WP ? W + p : WP;
+                    if (hi > lo) memcpy(&d[k][lo], xp + (int64_t)ih * W, (size_t)(hi - lo) * 4);
+                }
+                for (int q = 0; q < WP; q++) {   // B^T along the rows
+                    u[0][q] = d[0][q] - d[2][q];
+                    u[1][q] = d[1][q] + d[2][q];
+                    u[2][q] = d[2][q] - d[1][q];
+                    u[3][q] = d[1][q] - d[3][q];
+                }
+                float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
+                for (int k = 0; k < 4; k++) {   // B along the columns, one tile per j
+                    float *v0 = v + (4 * k) * pe, *v1 = v0 + pe, *v2 = v1 + pe, *v3 = v2 + pe;
+                    const float *uk = u[k];
+                    for (int j = 0; j < tw; j++) {
+                        float a = uk[2 * j], bb = uk[2 * j + 1], c = uk[2 * j + 2],
+                              dd = uk[2 * j + 3];
+                        v0[j] = a - c;
+                        v1[j] = bb + c;
+                        v2[j] = c - bb;
+                        v3[j] = bb - dd;
+                    }
+                }
+            }
+        }
+        // M[e] [Co, nn] = U[e] [Co, Ci] V[e] [Ci, nn]: 16 single-threaded sgemms.
+#pragma omp parallel for schedule(static)
+        for (int e = 0; e < 16; e++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, nn, Ci, 1.0f,
+                        U + (int64_t)e * Co * Ci, Ci, V + e * pe, nn, 0.0f,
+                        M + (int64_t)e * Co * nn, nn);
+        // y tile = A^T m A (+ bias)
+        int64_t pm = (int64_t)Co * nn;
+#pragma omp parallel for schedule(static)
+        for (int co = 0; co < Co; co++) {
+            float a[2][4][tw], o[2][2 * tw];
+            float bv = bias ? bias[co] : 0.0f;
+            for (int r = 0; r < nr; r++) {
+                int64_t R = R0 + r;
+                int b = (int)(R / th), ti = (int)(R % th);
+                const float *m = M + (int64_t)co * nn + (int64_t)r * tw;
+                for (int c = 0; c < 4; c++) {   // A^T along the rows
+                    const float *m0 = m + c * pm, *m1 = m + (4 + c) * pm,
+                                *m2 = m + (8 + c) * pm, *m3 = m + (12 + c) * pm;
+                    for (int j = 0; j < tw; j++) {
+                        a[0][c][j] = m0[j] + m1[j] + m2[j];
+                        a[1][c][j] = m1[j] - m2[j] - m3[j];
+                    }
+                }
+                for (int k = 0; k < 2; k++)   // A along the columns
+                    for (int j = 0; j < tw; j++) {
+                        o[k][2 * j] = a[k][0][j] + a[k][1][j] + a[k][2][j] + bv;
+                        o[k][2 * j + 1] = a[k][1][j] - a[k][2][j] - a[k][3][j] + bv;
+                    }
+                float *yp = y + ((int64_t)b * Co + co) * HWo;
+                for (int k = 0; k < 2 && 2 * ti + k < Ho; k++) {
+                    float *yr = yp + (int64_t)(2 * ti + k) * Wo;
+                    if (accumulate)
+                        for (int q = 0; q < Wo; q++) yr[q] += o[k][q];
+                    else
+                        memcpy(yr, o[k], (size_t)Wo * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // General conv2d: im2col + sgemm.
 
 // One sample: y_b = W * im2col(x_b) (+ bias); col is this thread's scratch.
@@ -274,6 +420,11 @@ void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const 
     if (g->B == 0) return;
     if (is_depthwise(g)) {
         dw_forward(g, x, w, bias, y);
+        return;
+    }
+    if (use_winograd(g)) {
+        wino_conv(g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho, g->Wo, w, false, bias, false,
+                  x, y);
         return;
     }
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
@@ -347,6 +498,13 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
         return;
     }
     if (db) bias_backward(dy, g->B, g->Cout, (int64_t)g->Ho * g->Wo, db);
+    if (dx && use_winograd(g)) {
+        // dx is the full correlation of dy with the flipped, transposed filters:
+        // again a 3x3 stride-1 convolution, with padding 2 - pad.
+        wino_conv(g->B, g->Cout, g->Ho, g->Wo, g->Cin, 2 - g->pad, g->H, g->W, w, true, NULL,
+                  true, dy, dx);
+        dx = NULL;
+    }
     if (!dx && !dw) return;
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
     size_t per = col_floats(g);

@@ -52,6 +52,9 @@ void conv_transpose1d_naive_backward(int B, int Cin, int L, int Cout, int k, int
 // Threading of the sgemm conv paths, for benchmarks: 0 auto (default), 1 spread
 // samples over threads, 2 samples in turn with a threaded sgemm.
 void conv_set_mode(int mode);
+// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (default on; tests and
+// benchmarks turn it off to reach the im2col path for the same shapes).
+void conv_set_winograd(bool on);
 
 // Conv kernels keep per-thread scratch buffers between calls (grown on demand);
 // this frees them (end of program, tests checking for leaks).
