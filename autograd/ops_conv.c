@@ -281,6 +281,50 @@ static void wino_weights(const float *w, int Co, int Ci, bool flip, float *U) {
         }
 }
 
+// V[e][ci][n] = (B^T d B)[e] for the 4x4 input patch d of tile n of the chunk
+// of nr tile rows starting at tile row R0 (n = r * tw + j).
+static void wino_input(const float *x, int Ci, int H, int W, int p, int th, int tw, int64_t R0,
+                       int nr, float *V) {
+    int WP = 2 * tw + 2;
+    int nn = nr * tw;
+    int64_t pe = (int64_t)Ci * nn, HW = (int64_t)H * W;
+    #pragma omp parallel for schedule(static)
+            for (int ci = 0; ci < Ci; ci++) {
+                float d[4][WP], u[4][WP];
+                for (int r = 0; r < nr; r++) {
+                    int64_t R = R0 + r;
+                    int b = (int)(R / th), ti = (int)(R % th);
+                    const float *xp = x + ((int64_t)b * Ci + ci) * HW;
+                    for (int k = 0; k < 4; k++) {   // padded input row: column q is iw = q - p
+                        int ih = 2 * ti - p + k;
+                        memset(d[k], 0, sizeof d[k]);
+                        if (ih < 0 || ih >= H) continue;
+                        int lo = p, hi = W + p < WP ? W + p : WP;
+                        if (hi > lo) memcpy(&d[k][lo], xp + (int64_t)ih * W, (size_t)(hi - lo) * 4);
+                    }
+                    for (int q = 0; q < WP; q++) {   // B^T along the rows
+                        u[0][q] = d[0][q] - d[2][q];
+                        u[1][q] = d[1][q] + d[2][q];
+                        u[2][q] = d[2][q] - d[1][q];
+                        u[3][q] = d[1][q] - d[3][q];
+                    }
+                    float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
+                    for (int k = 0; k < 4; k++) {   // B along the columns, one tile per j
+                        float *v0 = v + (4 * k) * pe, *v1 = v0 + pe, *v2 = v1 + pe, *v3 = v2 + pe;
+                        const float *uk = u[k];
+                        for (int j = 0; j < tw; j++) {
+                            float a = uk[2 * j], bb = uk[2 * j + 1], c = uk[2 * j + 2],
+                                  dd = uk[2 * j + 3];
+                            v0[j] = a - c;
+                            v1[j] = bb + c;
+                            v2[j] = c - bb;
+                            v3[j] = bb - dd;
+                        }
+                    }
+                }
+            }
+}
+
 // y (or y +=, accumulate) = 3x3 stride-1 convolution of x [B, Ci, H, W] with
 // padding p, output [B, Co, Ho, Wo]; w as for wino_weights. Tiles are numbered
 // row by row over the batch (tile row R = b * th + ti holds tw tiles), and a
@@ -290,7 +334,7 @@ static void wino_weights(const float *w, int Co, int Ci, bool flip, float *U) {
 static void wino_conv(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo,
                       const float *w, bool flip, const float *bias, bool accumulate,
                       const float *x, float *y) {
-    int th = (Ho + 1) / 2, tw = (Wo + 1) / 2, WP = 2 * tw + 2;   // WP: padded row width
+    int th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
     int64_t nrows = (int64_t)B * th;
     int64_t rc = ((int64_t)1 << 22) / (16 * (Ci + Co)) / tw;      // V + M of a chunk: ~16 MB
     if (rc < 1) rc = 1;
@@ -299,47 +343,12 @@ static void wino_conv(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo
     float *U = scratch_get(nU + nV + (size_t)16 * Co * rc * tw);
     float *V = U + nU, *M = V + nV;
     wino_weights(w, Co, Ci, flip, U);
-    int64_t HW = (int64_t)H * W, HWo = (int64_t)Ho * Wo;
+    int64_t HWo = (int64_t)Ho * Wo;
     for (int64_t R0 = 0; R0 < nrows; R0 += rc) {
         int nr = (int)(nrows - R0 < rc ? nrows - R0 : rc);
         int nn = nr * tw;
         int64_t pe = (int64_t)Ci * nn;   // one V plane [Ci, nn]
-        // V[e][ci][n] = (B^T d B)[e] for the 4x4 input patch d of tile n.
-#pragma omp parallel for schedule(static)
-        for (int ci = 0; ci < Ci; ci++) {
-            float d[4][WP], u[4][WP];
-            for (int r = 0; r < nr; r++) {
-                int64_t R = R0 + r;
-                int b = (int)(R / th), ti = (int)(R % th);
-                const float *xp = x + ((int64_t)b * Ci + ci) * HW;
-                for (int k = 0; k < 4; k++) {   // padded input row: column q is iw = q - p
-                    int ih = 2 * ti - p + k;
-                    memset(d[k], 0, sizeof d[k]);
-                    if (ih < 0 || ih >= H) continue;
-                    int lo = p, hi = W + p < WP ? W + p : WP;
-                    if (hi > lo) memcpy(&d[k][lo], xp + (int64_t)ih * W, (size_t)(hi - lo) * 4);
-                }
-                for (int q = 0; q < WP; q++) {   // B^T along the rows
-                    u[0][q] = d[0][q] - d[2][q];
-                    u[1][q] = d[1][q] + d[2][q];
-                    u[2][q] = d[2][q] - d[1][q];
-                    u[3][q] = d[1][q] - d[3][q];
-                }
-                float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
-                for (int k = 0; k < 4; k++) {   // B along the columns, one tile per j
-                    float *v0 = v + (4 * k) * pe, *v1 = v0 + pe, *v2 = v1 + pe, *v3 = v2 + pe;
-                    const float *uk = u[k];
-                    for (int j = 0; j < tw; j++) {
-                        float a = uk[2 * j], bb = uk[2 * j + 1], c = uk[2 * j + 2],
-                              dd = uk[2 * j + 3];
-                        v0[j] = a - c;
-                        v1[j] = bb + c;
-                        v2[j] = c - bb;
-                        v3[j] = bb - dd;
-                    }
-                }
-            }
-        }
+        wino_input(x, Ci, H, W, p, th, tw, R0, nr, V);
         // M[e] [Co, nn] = U[e] [Co, Ci] V[e] [Ci, nn]: 16 single-threaded sgemms.
 #pragma omp parallel for schedule(static)
         for (int e = 0; e < 16; e++)
@@ -378,6 +387,82 @@ static void wino_conv(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo
                         memcpy(yr, o[k], (size_t)Wo * sizeof(float));
                 }
             }
+        }
+    }
+}
+
+// dw [Co, Ci, 3, 3] += gradient of the Winograd forward: per tile the input
+// patch transform V (as in the forward) and Y = A dy A^T of the 2x2 output
+// gradient, then Mw[e] = sum over tiles of Y[e] V[e]^T (16 sgemms accumulating
+// over the chunks), and dw = G^T Mw G. Exact, since the forward formula is.
+static void wino_dw(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, const float *x,
+                    const float *dy, float *dw) {
+    int th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
+    int64_t nrows = (int64_t)B * th;
+    int64_t rc = ((int64_t)1 << 22) / (16 * (Ci + Co)) / tw;
+    if (rc < 1) rc = 1;
+    if (rc > nrows) rc = nrows;
+    size_t nM = pad16((size_t)16 * Co * Ci), nV = pad16((size_t)16 * Ci * rc * tw);
+    float *Mw = scratch_get(nM + nV + (size_t)16 * Co * rc * tw);
+    float *V = Mw + nM, *Y = V + nV;
+    int64_t HWo = (int64_t)Ho * Wo;
+    for (int64_t R0 = 0; R0 < nrows; R0 += rc) {
+        int nr = (int)(nrows - R0 < rc ? nrows - R0 : rc);
+        int nn = nr * tw;
+        wino_input(x, Ci, H, W, p, th, tw, R0, nr, V);
+        int64_t pm = (int64_t)Co * nn;
+#pragma omp parallel for schedule(static)
+        for (int co = 0; co < Co; co++) {
+            float g[2][2 * tw], t[4][2 * tw];
+            for (int r = 0; r < nr; r++) {
+                int64_t R = R0 + r;
+                int b = (int)(R / th), ti = (int)(R % th);
+                const float *dp = dy + ((int64_t)b * Co + co) * HWo;
+                for (int k = 0; k < 2; k++) {   // zero-padded rows of dy
+                    memset(g[k], 0, sizeof g[k]);
+                    if (2 * ti + k < Ho)
+                        memcpy(g[k], dp + (int64_t)(2 * ti + k) * Wo, (size_t)Wo * sizeof(float));
+                }
+                for (int q = 0; q < 2 * tw; q++) {   // A along the rows
+                    t[0][q] = g[0][q];
+                    t[1][q] = g[0][q] + g[1][q];
+                    t[2][q] = g[0][q] - g[1][q];
+                    t[3][q] = -g[1][q];
+                }
+                float *yv = Y + (int64_t)co * nn + (int64_t)r * tw;
+                for (int k = 0; k < 4; k++) {   // A^T along the columns
+                    float *y0 = yv + (4 * k) * pm, *y1 = y0 + pm, *y2 = y1 + pm, *y3 = y2 + pm;
+                    for (int j = 0; j < tw; j++) {
+                        float a = t[k][2 * j], c = t[k][2 * j + 1];
+                        y0[j] = a;
+                        y1[j] = a + c;
+                        y2[j] = a - c;
+                        y3[j] = -c;
+                    }
+                }
+            }
+        }
+        int64_t pe = (int64_t)Ci * nn;
+#pragma omp parallel for schedule(static)
+        for (int e = 0; e < 16; e++)   // Mw[e] [Co, Ci] (+)= Y[e] [Co, nn] V[e]^T [nn, Ci]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Co, Ci, nn, 1.0f, Y + e * pm, nn,
+                        V + e * pe, nn, R0 == 0 ? 0.0f : 1.0f, Mw + (int64_t)e * Co * Ci, Ci);
+    }
+    int64_t plane = (int64_t)Co * Ci;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < plane; i++) {
+        float m[4][4], t[3][4];
+        for (int e = 0; e < 16; e++) m[e / 4][e % 4] = Mw[e * plane + i];
+        for (int c = 0; c < 4; c++) {   // t = G^T m
+            t[0][c] = m[0][c] + 0.5f * (m[1][c] + m[2][c]);
+            t[1][c] = 0.5f * (m[1][c] - m[2][c]);
+            t[2][c] = 0.5f * (m[1][c] + m[2][c]) + m[3][c];
+        }
+        float *d = dw + i * 9;   // i = co * Ci + ci
+        for (int r = 0; r < 3; r++) {   // dw += t G
+            d[r * 3 + 0] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+            d[r * 3 + 1] += 0.5f * (t[r][1] - t[r][2]);
+            d[r * 3 + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
         }
     }
 }
@@ -504,6 +589,10 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
         wino_conv(g->B, g->Cout, g->Ho, g->Wo, g->Cin, 2 - g->pad, g->H, g->W, w, true, NULL,
                   true, dy, dx);
         dx = NULL;
+    }
+    if (dw && use_winograd(g)) {
+        wino_dw(g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho, g->Wo, x, dy, dw);
+        dw = NULL;
     }
     if (!dx && !dw) return;
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;

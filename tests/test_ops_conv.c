@@ -1,13 +1,15 @@
 // conv2d, conv1d and conv-transpose1d: finite-difference gradients over the
-// configurations the network uses (and odd ones), every fast path against the
-// naive loops on larger shapes in both threading regimes, and PyTorch fixtures.
+// configurations the network uses (and odd ones), every fast path (im2col,
+// pointwise, depthwise, Winograd) against the naive loops on larger shapes in
+// both threading regimes, and PyTorch fixtures.
 //
 // Tolerances:
 //   - gradcheck: eps 1e-2, |num - ana| <= 2e-3 + 1e-2 |num|. Convolutions are
 //     linear in each input, so central differences are exact up to float32
 //     rounding of the forward (~1e-5 on L), divided by 2 eps.
 //   - fast vs naive: max abs error <= 1e-4 of the reference's max |value|
-//     (float32 sums of up to ~600 terms against double sums).
+//     (float32 sums of up to ~600 terms against double sums; Winograd's
+//     transforms use only 0, +-1, 1/2 and stay within the same bound).
 //   - fixtures: forward <= 1e-4, gradients <= 1e-3 (relative to max |ref|).
 #include "autograd/ops_ref.h"
 #include "test_util.h"
@@ -82,6 +84,28 @@ static void test_conv2d_gradcheck(void **state) {
         run_conv2d_gradchecks();
     }
     conv_set_mode(0);
+}
+
+// 3x3 stride 1 with >= 16 channels takes the Winograd path.
+static void test_conv2d_winograd_gradcheck(void **state) {
+    (void)state;
+    rng r;
+    rng_seed(&r, 12);
+    static const conv_cfg cases[] = {
+        {2, 16, 5, 6, 16, 3, 1, 1, 1, 1},
+        {1, 16, 7, 5, 17, 3, 1, 0, 1, 0},
+        {2, 17, 4, 3, 16, 3, 1, 2, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        conv_cfg c = cases[i];
+        tensor *in[3] = {tu_leaf(&r, T_SHAPE(c.B, c.Cin, c.H, c.W), -1, 1),
+                         tu_leaf(&r, T_SHAPE(c.Cout, c.Cin, 3, 3), -1, 1),
+                         tu_leaf(&r, T_SHAPE(c.Cout), -1, 1)};
+        int bad = tu_gradcheck("conv2d winograd", conv2d_fn, &c, c.bias ? 3 : 2, in, GC_EPS,
+                               GC_ATOL, GC_RTOL, 60);
+        assert_int_equal(bad, 0);
+        ag_step_reset();
+    }
 }
 
 // Only x needs grad / only w: the backward must skip the others.
@@ -234,8 +258,19 @@ static void check_conv2d_vs_naive(const conv2d_geom *g, const char *what) {
 static void test_conv2d_vs_naive(void **state) {
     (void)state;
     conv2d_geom g;
-    g = conv2d_make_geom(2, 64, 28, 28, 64, 3, 3, 1, 1, 1);
-    check_conv2d_vs_naive(&g, "64ch 28x28 3x3");
+    // 3x3 stride 1 runs through Winograd (default) and through im2col.
+    for (int wino = 1; wino >= 0; wino--) {
+        conv_set_winograd(wino);
+        g = conv2d_make_geom(2, 64, 28, 28, 64, 3, 3, 1, 1, 1);
+        check_conv2d_vs_naive(&g, wino ? "winograd 64ch 28x28" : "im2col 64ch 28x28");
+        g = conv2d_make_geom(3, 16, 9, 7, 24, 3, 3, 1, 0, 1);
+        check_conv2d_vs_naive(&g, wino ? "winograd pad 0 odd" : "im2col pad 0 odd");
+        g = conv2d_make_geom(1, 20, 6, 5, 16, 3, 3, 1, 2, 1);
+        check_conv2d_vs_naive(&g, wino ? "winograd pad 2" : "im2col pad 2");
+        g = conv2d_make_geom(2, 32, 13, 14, 17, 3, 3, 1, 1, 1);
+        check_conv2d_vs_naive(&g, wino ? "winograd odd channels" : "im2col odd channels");
+    }
+    conv_set_winograd(true);
     g = conv2d_make_geom(3, 64, 28, 28, 128, 3, 3, 2, 1, 1);
     check_conv2d_vs_naive(&g, "64->128 28x28 3x3 s2");
     g = conv2d_make_geom(2, 64, 28, 28, 128, 1, 1, 2, 0, 1);
@@ -353,7 +388,7 @@ static void check_fixture(hid_t f, int op, const char *name) {
 static void test_fixtures(void **state) {
     (void)state;
     hid_t f = tu_fixture_open("ops_linalg.h5");
-    const char *c2[] = {"k3s1p1", "k3s2p1", "k3s1p0", "k1s1", "k1s2", "g2", "dw_s1", "dw_s2"};
+    const char *c2[] = {"k3s1p1", "k3s2p1", "k3s1p0", "k1s1", "k1s2", "g2", "dw_s1", "dw_s2", "wino"};
     const char *c1[] = {"k2s2", "k4s4", "k1s1", "k3s2"};
     const char *ct[] = {"k2s2", "k3s2", "k3s1"};
     for (int mode = 1; mode <= 2; mode++) {
@@ -378,6 +413,7 @@ int main(void) {
     ops_set_threads(0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d_gradcheck),
+        cmocka_unit_test(test_conv2d_winograd_gradcheck),
         cmocka_unit_test(test_conv2d_partial_grads),
         cmocka_unit_test(test_conv1d_gradcheck),
         cmocka_unit_test(test_conv_transpose1d_gradcheck),

@@ -67,6 +67,7 @@ CONV2D = {
     "g2": (1, 4, 6, 6, 6, 3, 1, 1, 2, 1),
     "dw_s1": (2, 5, 7, 7, 5, 3, 1, 1, 5, 0),
     "dw_s2": (3, 5, 8, 8, 5, 3, 2, 1, 5, 1),
+    "wino": (2, 16, 6, 7, 17, 3, 1, 1, 1, 1),   # takes the Winograd path in C
 }
 # conv1d: name -> (B, Cin, L, Cout, k, stride, bias)
 CONV1D = {
