@@ -4,6 +4,8 @@
 // conv2d paths:
 //   - depthwise (groups == Cin == Cout): a direct kernel, no sgemm (each
 //     channel is a tiny 2-D stencil, im2col would only add traffic);
+//   - 3x3, stride 1, groups 1, >= 16 channels (the IR-50 trunk): Winograd
+//     F(2x2, 3x3) for the forward, dx and dw, batching tiles over the samples;
 //   - 1x1, stride 1, no padding: the input already is the im2col matrix;
 //   - everything else (incl. 1x1 stride 2, which im2col turns into a plain
 //     subsampling copy): im2col per sample and group, then sgemm.
@@ -336,7 +338,7 @@ static void wino_conv(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo
                       const float *x, float *y) {
     int th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
     int64_t nrows = (int64_t)B * th;
-    int64_t rc = ((int64_t)1 << 22) / (16 * (Ci + Co)) / tw;      // V + M of a chunk: ~16 MB
+    int64_t rc = ((int64_t)1 << 21) / (16 * (Ci + Co)) / tw;      // V + M of a chunk: ~8 MB
     if (rc < 1) rc = 1;
     if (rc > nrows) rc = nrows;
     size_t nU = pad16((size_t)16 * Co * Ci), nV = pad16((size_t)16 * Ci * rc * tw);
@@ -399,7 +401,7 @@ static void wino_dw(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, 
                     const float *dy, float *dw) {
     int th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
     int64_t nrows = (int64_t)B * th;
-    int64_t rc = ((int64_t)1 << 22) / (16 * (Ci + Co)) / tw;
+    int64_t rc = ((int64_t)1 << 21) / (16 * (Ci + Co)) / tw;
     if (rc < 1) rc = 1;
     if (rc > nrows) rc = nrows;
     size_t nM = pad16((size_t)16 * Co * Ci), nV = pad16((size_t)16 * Ci * rc * tw);

@@ -56,6 +56,8 @@ void conv_set_mode(int mode);
 // benchmarks turn it off to reach the im2col path for the same shapes).
 void conv_set_winograd(bool on);
 
-// Conv kernels keep per-thread scratch buffers between calls (grown on demand);
-// this frees them (end of program, tests checking for leaks).
+// Conv kernels keep one scratch buffer between calls (grown on demand, split
+// per thread inside a call), so the conv ops are not reentrant: call them from
+// one thread at a time (each call parallelizes itself with OpenMP). This frees
+// the buffer (end of program, tests checking for leaks).
 void ops_conv_release_scratch(void);
