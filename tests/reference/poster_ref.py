@@ -55,6 +55,17 @@ class PosterOptions:
         # skips it; run_gdc=True reproduces the official side effect.
         self.run_gdc = run_gdc
 
+    @staticmethod
+    def from_text(text):
+        """Parses the output of text()."""
+        kv = dict(item.split("=", 1) for item in text.split())
+        return PosterOptions(
+            depth=int(kv["depth"]), pyramid_levels=int(kv["pyramid_levels"]),
+            token_mix=kv["token_mix"] == "on", landmark_bn=kv["landmark_bn"],
+            streams=kv["streams"], num_classes=int(kv["num_classes"]),
+            ir_units=tuple(int(u) for u in kv["ir_units"].split(",")),
+            drop_path_rate=float(kv["drop_path_rate"]))
+
     def text(self):
         return ("depth=%d pyramid_levels=%d token_mix=%s landmark_bn=%s streams=%s "
                 "num_classes=%d ir_units=%d,%d,%d drop_path_rate=%g" % (
@@ -492,7 +503,7 @@ def load_contract_state(model, state=None):
     state = state if state is not None else contract_state(model)
     with torch.no_grad():
         for n, t in model.state_dict().items():
-            t.copy_(torch.from_numpy(state[n]))
+            t.copy_(torch.from_numpy(np.asarray(state[n])))
     return state
 
 
