@@ -1,0 +1,22 @@
+// PNG pictures with cairo: the confusion matrix heat map (row-normalized, class
+// names on both axes, the value in every cell, as in the paper's figures) and
+// the training curves (loss and accuracy per epoch, train and validation).
+// Both write PATH.tmp and rename, so a reader never sees half a picture.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+// m: [k, k] counts, rows = target, columns = prediction. names may be NULL.
+int plot_confusion(const char *path, const int64_t *m, int k, const char *const *names,
+                   const char *title, char *err, size_t errlen);
+
+// Series over epochs; NaN values are skipped (e.g. no validation that epoch).
+typedef struct plot_curves_data {
+    int n;                     // epochs
+    const double *epoch;       // [n] x values
+    const double *train_loss, *val_loss;   // [n]
+    const double *train_acc, *val_acc;     // [n], fractions
+    const char *title;
+} plot_curves_data;
+
+int plot_curves(const char *path, const plot_curves_data *d, char *err, size_t errlen);

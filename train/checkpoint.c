@@ -1,0 +1,322 @@
+// Atomic HDF5 training checkpoints (see checkpoint.h).
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "autograd/h5io.h"
+
+volatile int ckpt_fault_inject = 0;
+
+void ckpt_info_init(ckpt_info *ci) {
+    memset(ci, 0, sizeof(*ci));
+    ci->best_acc = -1;
+}
+
+void ckpt_info_free(ckpt_info *ci) {
+    free(ci->hist);
+    free(ci->config_text);
+    ci->hist = NULL;
+    ci->config_text = NULL;
+    ci->n_hist = 0;
+}
+
+void ckpt_info_add_rng(ckpt_info *ci, const char *name, const rng *r) {
+    for (int i = 0; i < ci->n_rng; i++)
+        if (!strcmp(ci->rng_name[i], name)) {
+            ci->rngs[i] = *r;
+            return;
+        }
+    AG_ASSERT(ci->n_rng < CKPT_MAX_RNG, "too many RNGs in a checkpoint");
+    snprintf(ci->rng_name[ci->n_rng], sizeof ci->rng_name[0], "%s", name);
+    ci->rngs[ci->n_rng++] = *r;
+}
+
+int ckpt_info_get_rng(const ckpt_info *ci, const char *name, rng *r) {
+    for (int i = 0; i < ci->n_rng; i++)
+        if (!strcmp(ci->rng_name[i], name)) {
+            *r = ci->rngs[i];
+            return 0;
+        }
+    return -1;
+}
+
+void ckpt_info_push_hist(ckpt_info *ci, const double *row) {
+    ci->hist = realloc(ci->hist, (size_t)(ci->n_hist + 1) * CKPT_HIST_COLS * sizeof(double));
+    AG_ASSERT(ci->hist != NULL, "out of memory");
+    memcpy(ci->hist + (size_t)ci->n_hist * CKPT_HIST_COLS, row, CKPT_HIST_COLS * sizeof(double));
+    ci->n_hist++;
+}
+
+// ---- float64 datasets (h5io is float32/int64 only) ----
+
+static int write_f64(hid_t f, const char *name, const double *v, int rows, int cols) {
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    hid_t sp = rows < 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(2, dims, NULL);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t d = H5Dcreate2(f, name, H5T_IEEE_F64LE, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = -1;
+    if (d >= 0) {
+        rc = (rows == 0 || H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0)
+                 ? 0 : -1;
+        H5Dclose(d);
+    }
+    H5Pclose(lcpl);
+    H5Sclose(sp);
+    return rc;
+}
+
+// Reads a float64 dataset (malloc'ed); returns its element count or -1.
+static int64_t read_f64(hid_t f, const char *name, double **out) {
+    if (!h5_exists(f, name)) return -1;
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) return -1;
+    hid_t sp = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    *out = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+    AG_ASSERT(*out != NULL, "out of memory");
+    int64_t rc = n;
+    if (n > 0 && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) rc = -1;
+    H5Dclose(d);
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int write_i64(hid_t f, const char *name, int64_t v, char *err, size_t errlen) {
+    return h5_write_int64s(f, name, &v, 0, NULL, err, errlen);
+}
+
+static int read_i64(hid_t f, const char *name, int64_t *v, char *err, size_t errlen) {
+    int64_t *p = NULL;
+    int nd, shape[T_MAXDIM];
+    if (h5_read_int64s(f, name, &p, &nd, shape, err, errlen)) return -1;
+    *v = p[0];
+    free(p);
+    return 0;
+}
+
+static int write_body(hid_t f, const param_store *s, const optimizer *opt, const ckpt_info *ci,
+                      char *err, size_t errlen) {
+    if (h5_write_attr_str(f, "/", "format", CKPT_FORMAT) ||
+        h5_write_attr_i64(f, "/", "version", CKPT_VERSION)) {
+        snprintf(err, errlen, "cannot write the format attributes");
+        return -1;
+    }
+    if (state_write(f, "state_dict", s, err, errlen)) return -1;
+    if (ckpt_fault_inject) raise(SIGKILL);
+    if (opt && optim_write(opt, f, "optimizer", err, errlen)) return -1;
+    if (!ci) return 0;
+    if (write_i64(f, "progress/epoch", ci->epoch, err, errlen) ||
+        write_i64(f, "progress/batches_done", ci->batches_done, err, errlen) ||
+        write_i64(f, "progress/global_step", ci->global_step, err, errlen) ||
+        write_i64(f, "progress/best_epoch", ci->best_epoch, err, errlen))
+        return -1;
+    if (write_f64(f, "progress/best_acc", &ci->best_acc, -1, 0) ||
+        write_f64(f, "progress/last_lr", &ci->last_lr, -1, 0) ||
+        write_f64(f, "history", ci->hist, ci->n_hist, CKPT_HIST_COLS)) {
+        snprintf(err, errlen, "cannot write progress datasets");
+        return -1;
+    }
+    for (int i = 0; i < ci->n_rng; i++) {
+        int64_t v[6];
+        const rng *r = &ci->rngs[i];
+        for (int k = 0; k < 4; k++) memcpy(&v[k], &r->s[k], 8);
+        v[4] = r->has_spare;
+        memcpy(&v[5], &r->spare, 8);
+        char name[64];
+        snprintf(name, sizeof name, "rng/%s", ci->rng_name[i]);
+        if (h5_write_int64s(f, name, v, 1, (int[]){6}, err, errlen)) return -1;
+    }
+    if (ci->config_text) {
+        int n = (int)strlen(ci->config_text);
+        if (h5_write_uint8s(f, "config", (const uint8_t *)ci->config_text, 1, &n, err, errlen))
+            return -1;
+    }
+    return 0;
+}
+
+int ckpt_save(const char *path, const param_store *s, const optimizer *opt,
+              const ckpt_info *ci, char *err, size_t errlen) {
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    h5_quiet();
+    hid_t f = h5_create(tmp, err, errlen);
+    if (f < 0) return -1;
+    char e2[512] = "";
+    int rc = write_body(f, s, opt, ci, e2, sizeof e2);
+    if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
+        snprintf(e2, sizeof e2, "flush failed");
+        rc = -1;
+    }
+    if (h5_close(f) != 0 && rc == 0) {
+        snprintf(e2, sizeof e2, "close failed");
+        rc = -1;
+    }
+    if (rc == 0) {   // data on disk before the rename makes it visible
+        int fd = open(tmp, O_RDONLY);
+        if (fd < 0 || fsync(fd) != 0) {
+            snprintf(e2, sizeof e2, "fsync: %s", strerror(errno));
+            rc = -1;
+        }
+        if (fd >= 0) close(fd);
+    }
+    if (rc == 0 && rename(tmp, path) != 0) {
+        snprintf(e2, sizeof e2, "rename to %s: %s", path, strerror(errno));
+        rc = -1;
+    }
+    if (rc) {
+        snprintf(err, errlen, "cannot write checkpoint %s: %s (the previous file is unchanged)",
+                 path, e2);
+        remove(tmp);
+    }
+    return rc;
+}
+
+static hid_t open_checked(const char *path, char *err, size_t errlen) {
+    h5_quiet();
+    hid_t f = h5_open_read(path, err, errlen);
+    if (f < 0) return -1;
+    char fmt[64] = "";
+    int64_t ver = 0;
+    if (h5_read_attr_str(f, "/", "format", fmt, sizeof fmt) || strcmp(fmt, CKPT_FORMAT)) {
+        snprintf(err, errlen, "%s: not a POSTER training checkpoint (format attribute '%s', "
+                 "expected '%s')", path, fmt, CKPT_FORMAT);
+        h5_close(f);
+        return -1;
+    }
+    if (h5_read_attr_i64(f, "/", "version", &ver) || ver < 1 || ver > CKPT_VERSION) {
+        snprintf(err, errlen, "%s: checkpoint version %lld is not supported (this build reads "
+                 "1..%d)", path, (long long)ver, CKPT_VERSION);
+        h5_close(f);
+        return -1;
+    }
+    return f;
+}
+
+static int read_text(hid_t f, const char *name, char **text, char *err, size_t errlen) {
+    uint8_t *b = NULL;
+    int nd, shape[T_MAXDIM];
+    if (h5_read_uint8s(f, name, &b, &nd, shape, err, errlen)) return -1;
+    int64_t n = shape_numel(nd, shape);
+    *text = malloc((size_t)n + 1);
+    AG_ASSERT(*text != NULL, "out of memory");
+    memcpy(*text, b, (size_t)n);
+    (*text)[n] = 0;
+    free(b);
+    return 0;
+}
+
+static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
+    ckpt_info_init(ci);
+    int64_t v;
+    if (read_i64(f, "progress/epoch", &v, err, errlen)) return -1;
+    ci->epoch = (int)v;
+    if (read_i64(f, "progress/batches_done", &v, err, errlen)) return -1;
+    ci->batches_done = (int)v;
+    if (read_i64(f, "progress/global_step", &ci->global_step, err, errlen)) return -1;
+    if (read_i64(f, "progress/best_epoch", &v, err, errlen)) return -1;
+    ci->best_epoch = (int)v;
+    double *d = NULL;
+    if (read_f64(f, "progress/best_acc", &d) != 1) goto bad;
+    ci->best_acc = d[0];
+    free(d);
+    if (read_f64(f, "progress/last_lr", &d) != 1) goto bad;
+    ci->last_lr = d[0];
+    free(d);
+    int64_t n = read_f64(f, "history", &d);
+    if (n < 0 || n % CKPT_HIST_COLS) goto bad;
+    ci->hist = d;
+    ci->n_hist = (int)(n / CKPT_HIST_COLS);
+    if (h5_exists(f, "config") && read_text(f, "config", &ci->config_text, err, errlen))
+        return -1;
+    static const char *names[] = {"drop_path", "trainer", "sam", "aux"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "rng/%s", names[i]);
+        if (!h5_exists(f, path)) continue;
+        int64_t *r = NULL;
+        int nd, shape[T_MAXDIM];
+        if (h5_read_int64s(f, path, &r, &nd, shape, err, errlen)) return -1;
+        if (shape_numel(nd, shape) != 6) {
+            free(r);
+            snprintf(err, errlen, "%s: expected 6 values", path);
+            return -1;
+        }
+        rng g;
+        for (int k = 0; k < 4; k++) memcpy(&g.s[k], &r[k], 8);
+        g.has_spare = (int)r[4];
+        memcpy(&g.spare, &r[5], 8);
+        free(r);
+        ckpt_info_add_rng(ci, names[i], &g);
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "progress datasets are missing or malformed");
+    return -1;
+}
+
+int ckpt_load(const char *path, param_store *s, optimizer *opt, ckpt_info *ci, char *err,
+              size_t errlen) {
+    hid_t f = open_checked(path, err, errlen);
+    if (f < 0) return -1;
+    char e2[1024] = "";
+    state_report rep;
+    int rc = state_read(f, "state_dict", s, true, &rep, NULL, e2, sizeof e2);
+    if (rc == 0 && opt) rc = optim_read(opt, f, "optimizer", e2, sizeof e2);
+    if (rc == 0 && ci) rc = read_info(f, ci, e2, sizeof e2);
+    h5_close(f);
+    if (rc) snprintf(err, errlen, "%s: %s", path, e2);
+    return rc;
+}
+
+int ckpt_read_config(const char *path, char **text, char *err, size_t errlen) {
+    hid_t f = open_checked(path, err, errlen);
+    if (f < 0) return -1;
+    int rc = 0;
+    if (!h5_exists(f, "config")) {
+        snprintf(err, errlen, "%s: the checkpoint stores no configuration", path);
+        rc = -1;
+    } else {
+        char e2[512];
+        rc = read_text(f, "config", text, e2, sizeof e2);
+        if (rc) snprintf(err, errlen, "%s: %s", path, e2);
+    }
+    h5_close(f);
+    return rc;
+}
+
+int ckpt_load_weights(const char *path, param_store *s, state_report *rep, FILE *log,
+                      char *err, size_t errlen) {
+    h5_quiet();
+    hid_t f = h5_open_read(path, err, errlen);
+    if (f < 0) return -1;
+    if (!h5_exists(f, "state_dict")) {
+        snprintf(err, errlen, "%s: no 'state_dict' group (expected a poster checkpoint or a "
+                 "state file from `poster import`)", path);
+        h5_close(f);
+        return -1;
+    }
+    char e2[1024] = "";
+    int rc = state_read(f, "state_dict", s, false, rep, log, e2, sizeof e2);
+    h5_close(f);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, e2);
+        return -1;
+    }
+    if (log)
+        fprintf(log, "init %s: loaded %d tensors; %d missing from the file (kept their "
+                "initialization), %d in the file but not in the model, %d with another shape "
+                "(kept their initialization)%s%s\n",
+                path, rep->matched, rep->missing, rep->unexpected, rep->misshaped,
+                rep->first_problem[0] ? "; first: " : "", rep->first_problem);
+    return 0;
+}
