@@ -12,17 +12,31 @@ CFLAGS  += $(OPT) -g -fopenmp -std=gnu11 -Wall -Wextra -I. $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -Wl,-rpath,$(BLAS_DIR) -lm -lpthread
 LDFLAGS += -fopenmp
 
+# MPI (data-parallel training, train/dist.c): on when mpicc is found, or force
+# with MPI=1 / MPI=0. Flags from pkg-config ompi-c, else mpicc's own.
+ifeq ($(origin MPI),undefined)
+MPI := $(if $(shell command -v mpicc 2>/dev/null),1,0)
+endif
+ifeq ($(MPI),1)
+MPI_CFLAGS := $(or $(shell pkg-config --cflags ompi-c 2>/dev/null),$(shell mpicc --showme:compile 2>/dev/null),$(shell mpicc -compile-info 2>/dev/null | cut -d' ' -f2-))
+MPI_LIBS   := $(or $(shell pkg-config --libs ompi-c 2>/dev/null),$(shell mpicc --showme:link 2>/dev/null),$(shell mpicc -link-info 2>/dev/null | cut -d' ' -f2-))
+CFLAGS  += -DPOSTER_MPI $(MPI_CFLAGS)
+LDLIBS  += $(MPI_LIBS)
+endif
+
 BUILD   ?= build
 LIB_SRC := $(sort $(filter-out train/cli.c,$(wildcard autograd/*.c layers/*.c data/*.c train/*.c eval/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Helper programs the tests start (tests/mpi_*.c: run by mpirun from test_dist).
+TEST_HELPER_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/mpi_*.c)))
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 POSTER  := $(BUILD)/poster
 
 .PHONY: all deps demo test asan bench clean check-long check-torch
-all: $(POSTER) $(TEST_BIN) $(BENCH_BIN)
+all: $(POSTER) $(TEST_BIN) $(TEST_HELPER_BIN) $(BENCH_BIN)
 
 deps:
 	@tools/deps.sh
@@ -30,6 +44,13 @@ deps:
 $(BUILD)/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# dist.o depends on MPI on/off: rebuild it when MPI= changes in this build folder.
+$(BUILD)/.mpi-flag: FORCE
+	@mkdir -p $(BUILD); echo "$(MPI)" | cmp -s - $@ || echo "$(MPI)" > $@
+$(BUILD)/train/dist.o: $(BUILD)/.mpi-flag
+.PHONY: FORCE
+FORCE:
 
 $(BUILD)/libposter.a: $(LIB_OBJ)
 	@rm -f $@

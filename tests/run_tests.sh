@@ -18,6 +18,7 @@ for t in "$dir"/test_*; do
   if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
   if [ "$p" = 0 ] && [ "$f" = 0 ]; then f=1; fi
   printf '%-28s %3d passed %3d failed  (%ds)\n' "$name" "$p" "$f" "$secs"
+  grep -E '^SKIP:' "$log_dir/$name.log" | sed 's/^/    /'
   if [ "$f" != 0 ]; then
     grep -E '^\[  (FAILED|  ERROR )|^\[  ERROR|error|Error|failed|Assert|Sanitizer|runtime error' "$log_dir/$name.log" | head -40 | sed 's/^/    /'
     tail -5 "$log_dir/$name.log" | sed 's/^/    | /'
