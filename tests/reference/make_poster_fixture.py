@@ -23,6 +23,10 @@ File layout (format "poster-fixture", version 1):
   grad/N/values        float32         dL/dN at those indices
   running/N/index, running/N/values    every BatchNorm running_mean / running_var after
                                        the train forward, sampled the same way
+  inter_{eval,train}/K/index, values   intermediate outputs, sampled the same way (attrs
+                                       shape, module): ir_trunk (ir_back, [B,49,1024]),
+                                       img_tokens (ir_layer), landmark_map (face_landback,
+                                       [B,512,7,7]), fused (pyramid_fuse, [B,512]), se
 
 Run: /usr/bin/python3 tests/reference/make_poster_fixture.py   (from the repo root)
 """
@@ -53,15 +57,42 @@ def small_options():
                             streams="both", num_classes=7, ir_units=(2, 1, 2))
 
 
-def run(model, x, target):
+# Intermediate outputs (for localizing a mismatch): name -> (module path, output index)
+INTER = {
+    "ir_trunk": "ir_back",              # [B,49,1024]
+    "img_tokens": "ir_layer",           # [B,49,512]
+    "landmark_map": "face_landback",    # [B,512,7,7]
+    "fused": "pyramid_fuse",            # [B,512]
+    "se": "se_block",                   # [B,512]
+}
+
+
+def capture(model, store):
+    hooks = []
+    for key, path in INTER.items():
+        mod = model.get_submodule(path)
+        hooks.append(mod.register_forward_hook(
+            lambda m, i, o, key=key: store.__setitem__(key, o.detach().clone())))
+    return hooks
+
+
+def run(model, x, target, inter=None):
     """eval logits, then train logits/loss/grads/running stats (drop path 0)."""
+    inter = inter if inter is not None else {}
+    inter["eval"], inter["train"] = {}, {}
     model.eval()
+    hooks = capture(model, inter["eval"])
     with torch.no_grad():
         logits_eval = model(x)
+    for h in hooks:
+        h.remove()
     model.train()
     model.set_drop_path(0.0)
     model.zero_grad(set_to_none=True)
+    hooks = capture(model, inter["train"])
     logits = model(x)
+    for h in hooks:
+        h.remove()
     loss = pr.poster_loss(logits, target)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()
@@ -86,7 +117,8 @@ def main():
     x = torch.from_numpy(xin).double()
     target = torch.tensor(TARGETS, dtype=torch.int64)
 
-    le, lt, loss, grads, running = run(model, x, target)
+    inter = {}
+    le, lt, loss, grads, running = run(model, x, target, inter)
     expect_no_grad = [n for n, p in model.named_parameters() if n not in grads]
     for n in expect_no_grad:
         assert (n.startswith("face_landback.") or n.startswith("ir_back.output_layer.")
@@ -170,6 +202,15 @@ def main():
             # what float32 torch reaches on this tensor (1.0 where the exact value is 0)
             f["grad/%s" % n].attrs["float32_rel"] = g_rel.get(n, 1.0)
             f["grad/%s" % n].attrs["structural_zero"] = np.int64(n in zero)
+        for mode in ("eval", "train"):
+            for k, t in inter[mode].items():
+                v = t.reshape(-1).numpy()
+                idx = sample_index(v.size)
+                g = "inter_%s/%s" % (mode, k)
+                f.create_dataset(g + "/index", data=idx)
+                f.create_dataset(g + "/values", data=v[idx].astype(np.float32))
+                f[g].attrs["shape"] = np.array(t.shape, dtype=np.int64)
+                f[g].attrs["module"] = INTER[k]
         for n, r in running.items():
             v = r.reshape(-1).numpy()
             idx = sample_index(v.size)
