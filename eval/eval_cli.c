@@ -1,0 +1,167 @@
+// `poster eval --checkpoint CKPT [--config FILE] [--split test] [--out DIR]`
+// `poster predict --checkpoint CKPT IMAGE...`
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "autograd/h5io.h"
+#include "autograd/ops.h"
+#include "eval/metrics.h"
+#include "eval/plot.h"
+#include "layers/state_io.h"
+#include "train/checkpoint.h"
+#include "train/cli.h"
+#include "train/trainer.h"
+
+int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t errlen);
+
+// Loads weights strictly from a training checkpoint or a poster-state file.
+static int load_weights_strict(const char *path, param_store *s, char *err, size_t errlen) {
+    h5_quiet();
+    hid_t f = h5_open_read(path, err, errlen);
+    if (f < 0) return -1;
+    char fmt[64] = "";
+    h5_read_attr_str(f, "/", "format", fmt, sizeof fmt);
+    h5_close(f);
+    if (!strcmp(fmt, CKPT_FORMAT)) return ckpt_load(path, s, NULL, NULL, err, errlen);
+    state_report rep;
+    return state_load(path, s, true, &rep, NULL, err, errlen);
+}
+
+static void eval_usage(FILE *f) {
+    fprintf(f,
+            "usage: poster eval --checkpoint CKPT [--config FILE] [--set k=v]... [--split NAME]\n"
+            "                   [--out DIR]\n\n"
+            "  --checkpoint CKPT  a training checkpoint (best.h5, last.h5) or a weights file;\n"
+            "                     the configuration stored in a checkpoint is used, --config\n"
+            "                     and --set apply on top (e.g. another data.root)\n"
+            "  --split NAME       split to evaluate (default eval.split: val; test, train)\n"
+            "  --out DIR          where eval_<split>.csv and eval_<split>_confusion.png go\n"
+            "                     (default: the checkpoint's folder)\n");
+}
+
+// Shared by eval and predict: configuration from the checkpoint, then args.
+static int load_config(config *c, const char *ckpt, int argc, char **argv, char **rest,
+                       int *nrest, char *err, size_t errlen) {
+    config_init(c);
+    train_config_register(c);
+    char e2[1024];
+    bool from_ckpt = train_cli_load_ckpt_config(c, ckpt, e2, sizeof e2) == 0;
+    if (config_from_args(c, argc, argv, rest, nrest, err, errlen)) return -1;
+    if (!from_ckpt && !c->path[0]) {
+        snprintf(err, errlen, "%s; give the model and data with --config FILE", e2);
+        return -1;
+    }
+    return config_validate(c, err, errlen);
+}
+
+static const char *find_arg(int argc, char **argv, const char *name) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return NULL;
+}
+
+int cli_eval(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            eval_usage(stdout);
+            return 0;
+        }
+    const char *ckpt = find_arg(argc, argv, "--checkpoint");
+    if (!ckpt) {
+        fprintf(stderr, "poster eval: --checkpoint CKPT is required\n\n");
+        eval_usage(stderr);
+        return 2;
+    }
+    static config c;
+    char err[4096];
+    char **rest = malloc((size_t)(argc + 1) * sizeof(char *));
+    int nrest = 0;
+    if (load_config(&c, ckpt, argc, argv, rest, &nrest, err, sizeof err)) {
+        fprintf(stderr, "poster eval: %s\n", err);
+        free(rest);
+        return 1;
+    }
+    const char *split = config_str(&c, "eval.split"), *out = NULL;
+    for (int i = 1; i < nrest; i++) {
+        if (!strcmp(rest[i], "--checkpoint") && i + 1 < nrest) i++;
+        else if (!strcmp(rest[i], "--split") && i + 1 < nrest) split = rest[++i];
+        else if (!strcmp(rest[i], "--out") && i + 1 < nrest) out = rest[++i];
+        else {
+            fprintf(stderr, "poster eval: unknown argument '%s'\n\n", rest[i]);
+            eval_usage(stderr);
+            free(rest);
+            return 2;
+        }
+    }
+    free(rest);
+    ops_set_threads((int)config_int(&c, "train.threads"));
+    dataset *d = NULL;
+    if (dataset_open(&c, split, &d, err, sizeof err)) {
+        fprintf(stderr, "poster eval: %s\n", err);
+        return 1;
+    }
+    poster_opts po;
+    poster_model *m = NULL;
+    int rc = 1;
+    if (train_model_opts(&c, dataset_num_classes(d), &po, err, sizeof err) ||
+        !(m = poster_create(&po, 0, err, sizeof err)) ||
+        load_weights_strict(ckpt, poster_store(m), err, sizeof err)) {
+        fprintf(stderr, "poster eval: %s\n", err);
+        goto done;
+    }
+    loss_opts lo;
+    if (loss_opts_from_config(&c, &lo, err, sizeof err)) {
+        fprintf(stderr, "poster eval: %s\n", err);
+        goto done;
+    }
+    loader_opts lopt;
+    train_loader_opts(&c, &lopt, (int)config_int(&c, "eval.batch_size"), false);
+    eval_args ea = {(int)config_int(&c, "eval.batch_size"), lopt.image_size, lopt.workers, &lo, 0};
+    confusion cm;
+    confusion_init(&cm, po.num_classes);
+    double loss;
+    fprintf(stderr, "evaluating %s on split '%s' (%d samples)\n", ckpt, split, dataset_size(d));
+    if (train_evaluate(m, d, &ea, &cm, &loss, NULL, err, sizeof err)) {
+        fprintf(stderr, "poster eval: %s\n", err);
+        confusion_free(&cm);
+        goto done;
+    }
+    metrics mt;
+    metrics_compute(&cm, &mt);
+    const char **names = malloc((size_t)po.num_classes * sizeof(char *));
+    for (int k = 0; k < po.num_classes; k++) names[k] = dataset_class_name(d, k);
+    printf("checkpoint %s, split %s\nloss      %.4f\n", ckpt, split, loss);
+    metrics_print(&mt, &cm, names, stdout);
+    char dir[1024], path[1200], title[256];
+    if (out) snprintf(dir, sizeof dir, "%s", out);
+    else {
+        char tmp[1024];
+        snprintf(tmp, sizeof tmp, "%s", ckpt);
+        snprintf(dir, sizeof dir, "%s", dirname(tmp));
+    }
+    mkdir(dir, 0777);
+    rc = 0;
+    snprintf(path, sizeof path, "%s/eval_%s.csv", dir, split);
+    if (metrics_write_csv(path, &mt, &cm, names, err, sizeof err)) {
+        fprintf(stderr, "poster eval: %s\n", err);
+        rc = 1;
+    } else printf("\nwrote %s\n", path);
+    snprintf(path, sizeof path, "%s/eval_%s_confusion.png", dir, split);
+    snprintf(title, sizeof title, "%s: accuracy %.2f%%", split, 100 * mt.accuracy);
+    if (plot_confusion(path, cm.m, cm.k, names, title, err, sizeof err)) {
+        fprintf(stderr, "poster eval: %s\n", err);
+        rc = 1;
+    } else printf("wrote %s\n", path);
+    free(names);
+    metrics_free(&mt);
+    confusion_free(&cm);
+done:
+    if (m) poster_free(m);
+    dataset_close(d);
+    ag_step_reset();
+    return rc;
+}

@@ -1,0 +1,636 @@
+// The training loop (see trainer.h).
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "autograd/ops.h"
+#include "eval/plot.h"
+#include "train/checkpoint.h"
+#include "train/optim.h"
+#include "train/sched.h"
+
+static const config_key k_train[] = {
+    {"train.epochs", CK_INT, "300", 1, 1000000, NULL, "epochs to train (official 300)"},
+    {"train.batch_size", CK_INT, "200", 1, 100000, NULL, "samples per optimizer step (official 200)"},
+    {"train.micro_batch", CK_INT, "100", 0, 100000, NULL,
+     "samples per forward/backward; BatchNorm statistics per micro-batch (official: 2 "
+     "replicas of 100); 0 = whole batch"},
+    {"train.seed", CK_INT, "123", 0, 4294967295.0, NULL, "seed of initialization, sampling, drop path"},
+    {"train.threads", CK_INT, "0", 0, 4096, NULL, "compute threads (0 = all cores)"},
+    {"train.out_dir", CK_STR, "runs/train", 0, 0, NULL, "folder for logs, checkpoints, pictures"},
+    {"train.on_nonfinite", CK_ENUM, "stop", 0, 0, "stop|skip",
+     "a non-finite loss or gradient stops the run, or skips that step"},
+    {"train.max_batches", CK_INT, "0", 0, 100000000, NULL, "batches per epoch (0 = all; for smoke runs)"},
+    {"train.init", CK_STR, "", 0, 0, NULL,
+     "comma-separated weight files (poster checkpoints or `poster import` states) loaded "
+     "before training, matching names and shapes"},
+    {"train.progress", CK_BOOL, "on", 0, 0, NULL, "progress line on stderr"},
+    {"eval.split", CK_STR, "val", 0, 0, NULL, "split evaluated every epoch (val/test; datasets map names)"},
+    {"eval.batch_size", CK_INT, "100", 1, 100000, NULL, "evaluation batch size"},
+    {"eval.every", CK_INT, "1", 1, 1000000, NULL, "evaluate every N epochs (and after the last)"},
+    {"eval.plots", CK_BOOL, "on", 0, 0, NULL, "write curves.png and confusion.png"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+void train_config_register(config *c) {
+    poster_config_register(c);
+    data_config_register(c);
+    config_register(c, k_train);
+    optim_config_register(c);
+    sched_config_register(c);
+    loss_config_register(c);
+}
+
+int train_opts_from_config(const config *c, train_opts *o, char *err, size_t errlen) {
+    memset(o, 0, sizeof(*o));
+    o->epochs = (int)config_int(c, "train.epochs");
+    o->batch_size = (int)config_int(c, "train.batch_size");
+    o->micro_batch = (int)config_int(c, "train.micro_batch");
+    if (o->micro_batch == 0 || o->micro_batch > o->batch_size) o->micro_batch = o->batch_size;
+    o->seed = (uint64_t)config_int(c, "train.seed");
+    o->threads = (int)config_int(c, "train.threads");
+    snprintf(o->out_dir, sizeof o->out_dir, "%s", config_str(c, "train.out_dir"));
+    o->on_nonfinite = strcmp(config_str(c, "train.on_nonfinite"), "skip") ? NONFINITE_STOP
+                                                                           : NONFINITE_SKIP;
+    o->max_batches = (int)config_int(c, "train.max_batches");
+    snprintf(o->init, sizeof o->init, "%s", config_str(c, "train.init"));
+    o->progress = config_bool(c, "train.progress");
+    snprintf(o->eval_split, sizeof o->eval_split, "%s", config_str(c, "eval.split"));
+    o->eval_batch_size = (int)config_int(c, "eval.batch_size");
+    o->eval_every = (int)config_int(c, "eval.every");
+    o->plots = config_bool(c, "eval.plots");
+    if (!o->out_dir[0]) {
+        snprintf(err, errlen, "train.out_dir is empty");
+        return -1;
+    }
+    return 0;
+}
+
+void train_result_free(train_result *r) {
+    free(r->params);
+    free(r->counters);
+    r->params = NULL;
+    r->counters = NULL;
+}
+
+static const char *cfg_str_or(const config *c, const char *key, const char *def) {
+    return config_find_key(c, key) ? config_str(c, key) : def;
+}
+
+void train_loader_opts(const config *c, loader_opts *lo, int batch_size, bool train) {
+    memset(lo, 0, sizeof(*lo));
+    lo->batch_size = batch_size;
+    lo->train_aug = train;
+    lo->shuffle = train;
+    lo->drop_last = false;
+    lo->workers = config_find_key(c, "data.workers") ? (int)config_int(c, "data.workers") : 0;
+    lo->prefetch = 2;
+    lo->image_size =
+        config_find_key(c, "data.image_size") ? (int)config_int(c, "data.image_size") : 224;
+    lo->seed = config_find_key(c, "train.seed") ? (uint64_t)config_int(c, "train.seed") : 123;
+    const char *sampler = cfg_str_or(c, "data.sampler", "shuffle");
+    const char *format = cfg_str_or(c, "data.format", "");
+    // AffectNet's official sampler is class-balanced with replacement.
+    lo->balanced = train && (!strcmp(sampler, "balanced") ||
+                             (!strcmp(sampler, "auto") && !strcmp(format, "affectnet")));
+    lo->log = stderr;
+}
+
+int train_model_opts(const config *c, int dataset_classes, poster_opts *po, char *err,
+                     size_t errlen) {
+    if (poster_opts_from_config(c, po, err, errlen)) return -1;
+    if (dataset_classes > 0) {
+        if (!config_has(c, "model.num_classes")) {
+            po->num_classes = dataset_classes;
+        } else if (po->num_classes != dataset_classes) {
+            snprintf(err, errlen, "model.num_classes = %d but the dataset has %d classes",
+                     po->num_classes, dataset_classes);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+const char *train_first_nonfinite_grad(const param_store *s) {
+    const float *g = s->grad;
+    int64_t bad = 0;
+    const int64_t n = s->n_train;
+#pragma omp parallel for reduction(+ : bad) schedule(static)
+    for (int64_t i = 0; i < n; i++) bad += !isfinite(g[i]);
+    if (!bad) return NULL;
+    for (int i = 0; i < s->n; i++) {
+        const param *p = &s->params[i];
+        if (p->kind != PARAM_TRAINABLE) continue;
+        for (int64_t j = 0; j < p->numel; j++)
+            if (!isfinite(g[p->offset + j])) return p->name;
+    }
+    return "?";
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int mkdir_p(const char *dir, char *err, size_t errlen) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST) goto fail;
+            *p = '/';
+        }
+    if (mkdir(buf, 0777) && errno != EEXIST) goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot create folder %s: %s", buf, strerror(errno));
+    return -1;
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation
+
+int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *cm,
+                   double *mean_loss, float **logits_out, char *err, size_t errlen) {
+    loader_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.batch_size = ea->batch_size;
+    lo.workers = ea->workers;
+    lo.prefetch = 2;
+    lo.image_size = ea->image_size;
+    lo.log = stderr;
+    loader *L = loader_create(d, &lo, err, errlen);
+    if (!L) return -1;
+    loader_start_epoch(L, 0);
+    const int S = ea->image_size, K = poster_options(m)->num_classes;
+    float *img = malloc((size_t)ea->batch_size * 3 * S * S * sizeof(float));
+    int64_t *lab = malloc((size_t)ea->batch_size * sizeof(int64_t));
+    float *all = logits_out ? malloc((size_t)dataset_size(d) * K * sizeof(float)) : NULL;
+    AG_ASSERT(img && lab && (!logits_out || all), "out of memory");
+    double loss_sum = 0;
+    int64_t seen = 0;
+    int rc = 0, nb = 0;
+    bool prev = ag_no_grad_begin();
+    for (;;) {
+        if (ea->max_batches && nb >= ea->max_batches) break;
+        int n = loader_next(L, img, lab, err, errlen);
+        if (n < 0) {
+            rc = -1;
+            break;
+        }
+        if (n == 0) break;
+        nb++;
+        tensor *x = tensor_from(4, (int[]){n, 3, S, S}, img);
+        tensor *z = poster_forward(m, x, false, NULL);   // [n, K]
+        AG_ASSERT(z->ndim == 2 && z->shape[0] == n && z->shape[1] == K, "logits shape");
+        for (int i = 0; i < n; i++) {
+            if (lab[i] < 0 || lab[i] >= K) {
+                snprintf(err, errlen, "label %lld of sample %lld is outside 0..%d",
+                         (long long)lab[i], (long long)(seen + i), K - 1);
+                rc = -1;
+                break;
+            }
+        }
+        if (rc) break;
+        if (ea->loss) {
+            tensor *l = loss_compute(ea->loss, z, lab);
+            loss_sum += (double)l->data[0] * n;
+        }
+        confusion_add_logits(cm, z->data, lab, n);
+        if (all && seen + n <= dataset_size(d))
+            memcpy(all + seen * K, z->data, (size_t)n * K * sizeof(float));
+        seen += n;
+        ag_step_reset();
+    }
+    ag_no_grad_end(prev);
+    ag_step_reset();
+    loader_free(L);
+    free(img);
+    free(lab);
+    if (mean_loss) *mean_loss = seen ? loss_sum / seen : NAN;
+    if (logits_out) {
+        if (rc) free(all);
+        else *logits_out = all;
+    }
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Training
+
+typedef struct run {
+    config *c;
+    train_opts o;
+    optim_opts oo;
+    sched_opts so;
+    loss_opts lo;
+    poster_model *model;
+    param_store *s;
+    optimizer *opt;
+    dataset *train_ds, *val_ds;
+    loader *L;
+    rng drop_rng;
+    ckpt_info ci;
+    FILE *log;
+    int image_size;
+    float *img;
+    int64_t *lab;
+    int64_t step;             // optimizer steps so far (global)
+    int64_t skipped;
+} run;
+
+// One forward/backward over the batch in micro-batches. Gradients accumulate
+// into s->grad as d(mean loss over n)/dw. Returns 0, or 1 on a non-finite loss
+// (err names it).
+static int pass(run *r, int n, double *loss_out, int64_t *correct_out, char *err,
+                size_t errlen) {
+    const int S = r->image_size, K = poster_options(r->model)->num_classes;
+    double loss_sum = 0;
+    int64_t correct = 0;
+    for (int off = 0; off < n; off += r->o.micro_batch) {
+        int m = n - off < r->o.micro_batch ? n - off : r->o.micro_batch;
+        tensor *x = tensor_from(4, (int[]){m, 3, S, S}, r->img + (int64_t)off * 3 * S * S);
+        tensor *z = poster_forward(r->model, x, true, &r->drop_rng);
+        tensor *l = loss_compute(&r->lo, z, r->lab + off);
+        float lv = l->data[0];
+        if (!isfinite(lv)) {
+            snprintf(err, errlen, "loss is %s (micro-batch at sample %d)", isnan(lv) ? "nan" : "inf",
+                     off);
+            ag_step_reset();
+            return 1;
+        }
+        loss_sum += (double)lv * m;
+        for (int i = 0; i < m; i++)
+            correct += argmax_row(z->data + (int64_t)i * K, K) == r->lab[off + i];
+        // The batch loss is the mean over n samples: this micro-batch's share.
+        float seed = (float)m / (float)n;
+        ag_backward_seed(l, &seed);
+        ag_step_reset();
+    }
+    *loss_out = loss_sum / n;
+    *correct_out = correct;
+    return 0;
+}
+
+// A whole optimizer step (SAM: two passes). Returns 0 ok, 1 skipped (non-finite
+// and on_nonfinite = skip), -1 stop (err says where).
+static int train_step(run *r, int n, int epoch, int batch, double *loss, int64_t *correct,
+                      char *err, size_t errlen) {
+    char why[256] = "";
+    const char *bad = NULL;
+    store_zero_grad(r->s);
+    int nf = pass(r, n, loss, correct, why, sizeof why);
+    if (!nf && (bad = train_first_nonfinite_grad(r->s)))
+        snprintf(why, sizeof why, "gradient of '%s' is not finite", bad), nf = 1;
+    if (!nf && r->oo.sam) {
+        optim_sam_perturb(r->opt);
+        store_zero_grad(r->s);
+        // The official loop reports the loss and accuracy of the second pass.
+        nf = pass(r, n, loss, correct, why, sizeof why);
+        if (!nf && (bad = train_first_nonfinite_grad(r->s)))
+            snprintf(why, sizeof why, "gradient of '%s' is not finite (SAM second pass)", bad),
+                nf = 1;
+        optim_sam_restore(r->opt);
+    }
+    if (nf) {
+        snprintf(err, errlen, "non-finite value at step %lld (epoch %d, batch %d): %s",
+                 (long long)r->step + 1, epoch + 1, batch + 1, why);
+        store_zero_grad(r->s);
+        if (r->o.on_nonfinite == NONFINITE_STOP) return -1;
+        fprintf(r->log, "\n%s; step skipped (train.on_nonfinite = skip)\n", err);
+        r->skipped++;
+        return 1;
+    }
+    optim_step(r->opt);
+    return 0;
+}
+
+static void fmt_hms(double s, char *buf, size_t n) {
+    if (!(s >= 0) || s > 1e8) s = 0;
+    long t = (long)(s + 0.5);
+    snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+static void write_logs(run *r, const double *row, bool header) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/log.csv", r->o.out_dir);
+    FILE *f = fopen(path, "a");
+    if (f) {
+        if (header)
+            fprintf(f, "epoch,lr,train_loss,train_acc,val_loss,val_acc,val_f1,val_score,seconds\n");
+        fprintf(f, "%d,%.9g,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f\n", (int)row[HIST_EPOCH],
+                row[HIST_LR], row[HIST_TRAIN_LOSS], row[HIST_TRAIN_ACC], row[HIST_VAL_LOSS],
+                row[HIST_VAL_ACC], row[HIST_VAL_F1], row[HIST_VAL_SCORE], row[HIST_SECONDS]);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/log.jsonl", r->o.out_dir);
+    f = fopen(path, "a");
+    if (f) {
+        // JSON has no NaN: epochs without evaluation write null.
+        char v[4][32];
+        const int cols[4] = {HIST_VAL_LOSS, HIST_VAL_ACC, HIST_VAL_F1, HIST_VAL_SCORE};
+        for (int i = 0; i < 4; i++) {
+            if (isfinite(row[cols[i]])) snprintf(v[i], sizeof v[i], "%.6f", row[cols[i]]);
+            else snprintf(v[i], sizeof v[i], "null");
+        }
+        fprintf(f, "{\"epoch\": %d, \"lr\": %.9g, \"train_loss\": %.6f, \"train_acc\": %.6f, "
+                "\"val_loss\": %s, \"val_acc\": %s, \"val_f1\": %s, \"val_score\": %s, "
+                "\"seconds\": %.2f, \"step\": %lld}\n",
+                (int)row[HIST_EPOCH], row[HIST_LR], row[HIST_TRAIN_LOSS], row[HIST_TRAIN_ACC],
+                v[0], v[1], v[2], v[3], row[HIST_SECONDS], (long long)r->step);
+        fclose(f);
+    }
+}
+
+static void draw_curves(run *r) {
+    int n = r->ci.n_hist;
+    if (!n || !r->o.plots) return;
+    double *cols = malloc((size_t)n * 5 * sizeof(double));
+    AG_ASSERT(cols != NULL, "out of memory");
+    const int src[5] = {HIST_EPOCH, HIST_TRAIN_LOSS, HIST_VAL_LOSS, HIST_TRAIN_ACC, HIST_VAL_ACC};
+    for (int j = 0; j < 5; j++)
+        for (int i = 0; i < n; i++) cols[j * n + i] = r->ci.hist[i * CKPT_HIST_COLS + src[j]];
+    plot_curves_data d = {n, cols, cols + n, cols + 2 * n, cols + 3 * n, cols + 4 * n,
+                          "POSTER training"};
+    char path[1100], err[512];
+    snprintf(path, sizeof path, "%s/curves.png", r->o.out_dir);
+    if (plot_curves(path, &d, err, sizeof err)) fprintf(r->log, "warning: %s\n", err);
+    free(cols);
+}
+
+static void save_confusion(run *r, const confusion *cm, const metrics *mt, const char *stem) {
+    if (!r->o.plots) return;
+    int k = cm->k;
+    const char **names = malloc((size_t)k * sizeof(char *));
+    for (int i = 0; i < k; i++) names[i] = dataset_class_name(r->val_ds, i);
+    char path[1100], err[512], title[128];
+    snprintf(path, sizeof path, "%s/%s.png", r->o.out_dir, stem);
+    snprintf(title, sizeof title, "epoch %d: accuracy %.2f%%", r->ci.epoch, 100 * mt->accuracy);
+    if (plot_confusion(path, cm->m, k, names, title, err, sizeof err))
+        fprintf(r->log, "warning: %s\n", err);
+    snprintf(path, sizeof path, "%s/%s.csv", r->o.out_dir, stem);
+    if (metrics_write_csv(path, mt, cm, names, err, sizeof err))
+        fprintf(r->log, "warning: %s\n", err);
+    free(names);
+}
+
+static int save_ckpt(run *r, const char *name, char *err, size_t errlen) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%s", r->o.out_dir, name);
+    ckpt_info_add_rng(&r->ci, "drop_path", &r->drop_rng);
+    r->ci.global_step = r->step;
+    return ckpt_save(path, r->s, r->opt, &r->ci, err, errlen);
+}
+
+static int load_init_list(run *r, const char *list, char *err, size_t errlen) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && end[-1] == ' ') *--end = 0;
+        if (!*tok) continue;
+        state_report rep;
+        memset(&rep, 0, sizeof rep);
+        if (ckpt_load_weights(tok, r->s, &rep, r->log, err, errlen)) return -1;
+        if (rep.matched == 0) {
+            snprintf(err, errlen, "%s: no tensor matches the model by name and shape", tok);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int setup(run *r, const train_args *a, char *err, size_t errlen) {
+    if (train_opts_from_config(r->c, &r->o, err, errlen) ||
+        optim_opts_from_config(r->c, &r->oo, err, errlen) ||
+        sched_opts_from_config(r->c, &r->so, err, errlen) ||
+        loss_opts_from_config(r->c, &r->lo, err, errlen))
+        return -1;
+    ops_set_threads(r->o.threads);
+    if (mkdir_p(r->o.out_dir, err, errlen)) return -1;
+    if (dataset_open(r->c, "train", &r->train_ds, err, errlen)) return -1;
+    if (dataset_open(r->c, r->o.eval_split, &r->val_ds, err, errlen)) return -1;
+    poster_opts po;
+    if (train_model_opts(r->c, dataset_num_classes(r->train_ds), &po, err, errlen)) return -1;
+    r->model = poster_create(&po, r->o.seed, err, errlen);
+    if (!r->model) return -1;
+    r->s = poster_store(r->model);
+    r->opt = optim_create(r->s, &r->oo);
+    rng_seed(&r->drop_rng, r->o.seed ^ 0x6472f970a7ULL);
+    ckpt_info_init(&r->ci);
+    if (a->resume) {
+        ckpt_info tmp;
+        if (ckpt_load(a->resume, r->s, r->opt, &tmp, err, errlen)) return -1;
+        free(tmp.config_text);
+        tmp.config_text = NULL;
+        r->ci = tmp;
+        if (ckpt_info_get_rng(&r->ci, "drop_path", &r->drop_rng)) {
+            snprintf(err, errlen, "%s: no drop_path RNG state", a->resume);
+            return -1;
+        }
+        r->step = r->ci.global_step;
+        fprintf(r->log, "resumed from %s: %d epochs done, step %lld, best accuracy %.4f\n",
+                a->resume, r->ci.epoch, (long long)r->step, r->ci.best_acc);
+    } else {
+        if (r->o.init[0] && load_init_list(r, r->o.init, err, errlen)) return -1;
+        if (a->init && load_init_list(r, a->init, err, errlen)) return -1;
+    }
+    char *dump = config_dump(r->c);
+    r->ci.config_text = dump;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.ini", r->o.out_dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(dump, f);
+        fclose(f);
+    }
+    loader_opts lo;
+    train_loader_opts(r->c, &lo, r->o.batch_size, true);
+    lo.seed = r->o.seed;
+    r->image_size = lo.image_size;
+    r->L = loader_create(r->train_ds, &lo, err, errlen);
+    if (!r->L) return -1;
+    const int S = r->image_size;
+    r->img = malloc((size_t)r->o.batch_size * 3 * S * S * sizeof(float));
+    r->lab = malloc((size_t)r->o.batch_size * sizeof(int64_t));
+    AG_ASSERT(r->img && r->lab, "out of memory");
+    return 0;
+}
+
+static void teardown(run *r) {
+    free(r->img);
+    free(r->lab);
+    if (r->L) loader_free(r->L);
+    if (r->train_ds) dataset_close(r->train_ds);
+    if (r->val_ds) dataset_close(r->val_ds);
+    optim_free(r->opt);
+    if (r->model) poster_free(r->model);
+    ckpt_info_free(&r->ci);
+    ag_step_reset();
+}
+
+int train_run(config *c, const train_args *a, train_result *res, char *err, size_t errlen) {
+    run R;
+    memset(&R, 0, sizeof R);
+    run *r = &R;
+    r->c = c;
+    r->log = a->log ? a->log : stderr;
+    if (res) memset(res, 0, sizeof(*res));
+    int rc = setup(r, a, err, errlen);
+    if (rc) {
+        teardown(r);
+        return rc;
+    }
+    const int bpe_full = loader_batches_per_epoch(r->L);
+    const int bpe = r->o.max_batches && r->o.max_batches < bpe_full ? r->o.max_batches : bpe_full;
+    const bool tty = isatty(fileno(stderr));
+    fprintf(r->log, "training %d epochs x %d batches of %d (micro-batch %d), %s%s, lr %g, "
+            "%d train / %d %s samples -> %s\n",
+            r->o.epochs, bpe, r->o.batch_size, r->o.micro_batch, r->oo.sam ? "SAM + " : "",
+            optim_name(r->oo.kind), r->oo.lr, dataset_size(r->train_ds), dataset_size(r->val_ds),
+            r->o.eval_split, r->o.out_dir);
+    const double t_run = now_s();
+    int64_t steps_this_run = 0;
+    for (int epoch = r->ci.epoch; epoch < r->o.epochs && rc == 0; epoch++) {
+        const double t0 = now_s();
+        loader_start_epoch(r->L, epoch);
+        int start_batch = epoch == r->ci.epoch ? r->ci.batches_done : 0;
+        if (start_batch) loader_seek(r->L, epoch, start_batch);
+        double loss_sum = 0, lr = r->oo.lr;
+        int64_t correct = 0, seen = 0;
+        double last_print = 0;
+        for (int b = start_batch; b < bpe; b++) {
+            int n = loader_next(r->L, r->img, r->lab, err, errlen);
+            if (n < 0) {
+                rc = -1;
+                break;
+            }
+            if (n == 0) break;
+            lr = sched_lr(&r->so, r->oo.lr, epoch, b, bpe);
+            optim_set_lr(r->opt, lr);
+            double l;
+            int64_t ok;
+            int st = train_step(r, n, epoch, b, &l, &ok, err, errlen);
+            if (st < 0) {
+                rc = -1;
+                break;
+            }
+            r->step++;
+            steps_this_run++;
+            if (st == 0) {
+                loss_sum += l * n;
+                correct += ok;
+                seen += n;
+            }
+            double t = now_s();
+            if (r->o.progress && (t - last_print > (tty ? 0.5 : 30) || b == bpe - 1)) {
+                last_print = t;
+                double el = t - t0, per_batch = el / (b - start_batch + 1);
+                double eta = per_batch * ((bpe - b - 1) + (double)bpe * (r->o.epochs - epoch - 1));
+                char eta_s[32];
+                fmt_hms(eta, eta_s, sizeof eta_s);
+                fprintf(stderr, "%sepoch %d/%d [%d/%d] %.1f samples/s ETA %s loss %.4f acc %.4f "
+                        "lr %.3g%s",
+                        tty ? "\r" : "", epoch + 1, r->o.epochs, b + 1, bpe,
+                        seen / (el > 0 ? el : 1), eta_s, seen ? loss_sum / seen : NAN,
+                        seen ? (double)correct / seen : 0.0, lr, tty ? "\033[K" : "\n");
+                fflush(stderr);
+            }
+        }
+        if (r->o.progress && tty) fputc('\n', stderr);
+        if (rc) break;
+        // ---- end of epoch: evaluate, log, checkpoint, pictures ----
+        r->ci.epoch = epoch + 1;
+        r->ci.batches_done = 0;
+        r->ci.last_lr = lr;
+        double row[CKPT_HIST_COLS];
+        for (int i = 0; i < CKPT_HIST_COLS; i++) row[i] = NAN;
+        row[HIST_EPOCH] = epoch + 1;
+        row[HIST_LR] = lr;
+        row[HIST_TRAIN_LOSS] = seen ? loss_sum / seen : NAN;
+        row[HIST_TRAIN_ACC] = seen ? (double)correct / seen : NAN;
+        bool do_eval = (epoch + 1) % r->o.eval_every == 0 || epoch + 1 == r->o.epochs;
+        bool improved = false;
+        confusion cm;
+        metrics mt;
+        memset(&mt, 0, sizeof mt);
+        confusion_init(&cm, poster_options(r->model)->num_classes);
+        if (do_eval) {
+            eval_args ea = {r->o.eval_batch_size, r->image_size, 0, &r->lo, 0};
+            if (config_find_key(c, "data.workers")) ea.workers = (int)config_int(c, "data.workers");
+            double vloss;
+            if (train_evaluate(r->model, r->val_ds, &ea, &cm, &vloss, NULL, err, errlen)) {
+                rc = -1;
+                confusion_free(&cm);
+                break;
+            }
+            metrics_compute(&cm, &mt);
+            row[HIST_VAL_LOSS] = vloss;
+            row[HIST_VAL_ACC] = mt.accuracy;
+            row[HIST_VAL_F1] = mt.macro_f1;
+            row[HIST_VAL_SCORE] = mt.score;
+            improved = mt.accuracy > r->ci.best_acc;
+            if (improved) {
+                r->ci.best_acc = mt.accuracy;
+                r->ci.best_epoch = epoch + 1;
+            }
+        }
+        row[HIST_SECONDS] = now_s() - t0;
+        ckpt_info_push_hist(&r->ci, row);
+        fprintf(r->log, "epoch %d/%d: train loss %.4f acc %.4f", epoch + 1, r->o.epochs,
+                row[HIST_TRAIN_LOSS], row[HIST_TRAIN_ACC]);
+        if (do_eval)
+            fprintf(r->log, " | %s loss %.4f acc %.4f F1 %.4f score %.4f%s", r->o.eval_split,
+                    row[HIST_VAL_LOSS], mt.accuracy, mt.macro_f1, mt.score,
+                    improved ? " (best)" : "");
+        fprintf(r->log, " | lr %.3g, %.1f s\n", lr, row[HIST_SECONDS]);
+        write_logs(r, row, r->ci.n_hist == 1);
+        if (save_ckpt(r, "last.h5", err, errlen)) rc = -1;
+        if (rc == 0 && improved) {
+            if (save_ckpt(r, "best.h5", err, errlen)) rc = -1;
+            save_confusion(r, &cm, &mt, "confusion");
+        }
+        draw_curves(r);
+        if (do_eval) metrics_free(&mt);
+        confusion_free(&cm);
+        if (res) {
+            if (res->epochs_done == 0) {
+                res->first_train_loss = row[HIST_TRAIN_LOSS];
+                res->first_train_acc = row[HIST_TRAIN_ACC];
+            }
+            res->epochs_done++;
+            res->last_train_loss = row[HIST_TRAIN_LOSS];
+            res->last_train_acc = row[HIST_TRAIN_ACC];
+            if (do_eval) res->last_val_acc = row[HIST_VAL_ACC];
+        }
+    }
+    if (rc == 0)
+        fprintf(r->log, "done in %.1f s (%lld steps); best %s accuracy %.4f at epoch %d; "
+                "outputs in %s\n",
+                now_s() - t_run, (long long)steps_this_run, r->o.eval_split, r->ci.best_acc,
+                r->ci.best_epoch, r->o.out_dir);
+    if (res) {
+        res->steps = r->step;
+        res->skipped_steps = r->skipped;
+        res->best_val_acc = r->ci.best_acc;
+        res->best_epoch = r->ci.best_epoch;
+        res->n_params = r->s->n_float;
+        res->params = malloc((size_t)(r->s->n_float ? r->s->n_float : 1) * sizeof(float));
+        memcpy(res->params, r->s->data, (size_t)r->s->n_float * sizeof(float));
+        res->n_counters = r->s->n_counters;
+        res->counters = malloc((size_t)(r->s->n_counters ? r->s->n_counters : 1) * sizeof(int64_t));
+        memcpy(res->counters, r->s->counters, (size_t)r->s->n_counters * sizeof(int64_t));
+    }
+    teardown(r);
+    return rc;
+}

@@ -1,0 +1,93 @@
+// The training loop (official POSTER recipe, ../shared/POSTER_SPEC.md):
+// batches from the loader, split into micro-batches (BatchNorm statistics per
+// micro-batch: batch 200 with micro_batch 100 reproduces the official 2 replicas
+// of 100) whose gradients accumulate as the gradient of the mean loss over the
+// whole batch; SAM takes a second forward/backward over the same micro-batches
+// at w + e. Per epoch: evaluation, CSV and JSON-lines log rows, last.h5 (and
+// best.h5 on a better validation accuracy), curves and confusion PNGs.
+// Deterministic for a given seed and thread count; a resumed run continues
+// bit-identically.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "data/dataset.h"
+#include "eval/metrics.h"
+#include "layers/poster.h"
+#include "train/config.h"
+#include "train/loss.h"
+
+enum { NONFINITE_STOP = 0, NONFINITE_SKIP = 1 };
+
+typedef struct train_opts {
+    int epochs;
+    int batch_size;
+    int micro_batch;        // 0: the whole batch at once
+    uint64_t seed;
+    int threads;            // 0: all cores
+    char out_dir[512];
+    int on_nonfinite;       // NONFINITE_*
+    int max_batches;        // per epoch, 0 = all (smoke tests)
+    char init[1024];        // comma-separated weight files loaded before training
+    int progress;           // 1: progress line on stderr, 0: quiet
+    // eval.*
+    char eval_split[32];
+    int eval_batch_size;
+    int eval_every;         // epochs between evaluations (the last epoch always evaluates)
+    bool plots;
+} train_opts;
+
+// Registers every key `poster train` reads: model.*, data.*, train.*, eval.*,
+// optim.*, sched.*, loss.*.
+void train_config_register(config *c);
+int train_opts_from_config(const config *c, train_opts *o, char *err, size_t errlen);
+
+typedef struct train_args {
+    const char *resume;     // checkpoint to continue from (NULL: fresh run)
+    const char *init;       // weights to start from (fine-tuning), NULL: none
+    FILE *log;              // messages (stderr when NULL)
+} train_args;
+
+typedef struct train_result {
+    int epochs_done;
+    int64_t steps;
+    int64_t skipped_steps;     // non-finite steps skipped (on_nonfinite = skip)
+    double first_train_loss, last_train_loss;   // epoch means
+    double first_train_acc, last_train_acc;
+    double last_val_acc, best_val_acc;
+    int best_epoch;
+    // A copy of every float and counter of the model at the end (tests).
+    float *params;
+    int64_t n_params;
+    int64_t *counters;
+    int n_counters;
+} train_result;
+void train_result_free(train_result *r);
+
+// Runs training as configured. c must be validated. 0 on success; on failure
+// err says why (a non-finite step names the step and the tensor).
+int train_run(config *c, const train_args *a, train_result *res, char *err, size_t errlen);
+
+// Evaluation of a model on a dataset (eval mode, no gradients): confusion
+// matrix and the mean loss. `logits_out` (may be NULL) receives [n, K] logits
+// (malloc'ed). Returns 0 or -1 with err.
+typedef struct eval_args {
+    int batch_size;
+    int image_size;
+    int workers;
+    const loss_opts *loss;     // NULL: no loss
+    int max_batches;           // 0 = all
+} eval_args;
+int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *cm,
+                   double *mean_loss, float **logits_out, char *err, size_t errlen);
+
+// Fills loader options from the data.* keys that dataset.h describes.
+void train_loader_opts(const config *c, loader_opts *lo, int batch_size, bool train);
+// Model options with model.num_classes following the dataset when not set.
+int train_model_opts(const config *c, int dataset_classes, poster_opts *po, char *err,
+                     size_t errlen);
+
+// Finds the first non-finite value among the trainable gradients; returns its
+// tensor's name or NULL when all are finite.
+const char *train_first_nonfinite_grad(const param_store *s);
