@@ -203,6 +203,24 @@ static void test_hash_independent_of_threads(void **state) {
     free(x);
 }
 
+// Drop path draws one number per sample per call: a rank skips the draws of the
+// samples before its shard and then draws what one process draws for its own.
+static void test_rng_skip_matches_sequential_draws(void **state) {
+    (void)state;
+    rng a, b;
+    rng_seed(&a, 99);
+    b = a;
+    double seq[30];
+    for (int i = 0; i < 30; i++) seq[i] = rng_uniform(&a);
+    dist_rng_skip(&b, 17);
+    for (int i = 17; i < 30; i++) assert_true(rng_uniform(&b) == seq[i]);
+    rng c;
+    rng_seed(&c, 99);
+    assert_int_equal(dist_rng_distance(&c, &a, 1000), 30);
+    assert_int_equal(dist_rng_distance(&c, &c, 10), 0);
+    assert_int_equal(dist_rng_distance(&a, &c, 1000), -1);
+}
+
 // ---------------------------------------------------------------------------
 // Under mpirun (loopback)
 
@@ -361,6 +379,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_shard_covers_batch_in_order),
         cmocka_unit_test(test_single_process_is_identity),
         cmocka_unit_test(test_hash_independent_of_threads),
+        cmocka_unit_test(test_rng_skip_matches_sequential_draws),
         cmocka_unit_test(test_mpi_collectives),
         cmocka_unit_test(test_mpi_two_ranks_equal_micro_batches),
         cmocka_unit_test(test_mpi_eval_equals_single_process),

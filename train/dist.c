@@ -166,6 +166,24 @@ uint64_t dist_store_hash(const param_store *s) {
 }
 
 // ---------------------------------------------------------------------------
+// Random streams consumed sample by sample (drop path draws one number per
+// sample per call): rank r positions its copy where one process would be when it
+// reaches r's first sample.
+
+void dist_rng_skip(rng *r, int64_t k) {
+    for (int64_t i = 0; i < k; i++) (void)rng_u64(r);
+}
+
+int64_t dist_rng_distance(const rng *from, const rng *to, int64_t max) {
+    rng t = *from;
+    for (int64_t k = 0; k <= max; k++) {
+        if (!memcmp(t.s, to->s, sizeof t.s)) return k;
+        (void)rng_u64(&t);
+    }
+    return -1;
+}
+
+// ---------------------------------------------------------------------------
 // Single-process build or run: every collective is the identity (scaled where
 // the contract says so), and nothing waits.
 
@@ -512,9 +530,33 @@ void dist_bcast_store(param_store *s) {
     dist_bcast(s->counters, (size_t)s->n_counters * sizeof(int64_t));
 }
 
+// Only PARAM_BUFFER tensors (BatchNorm running statistics) change outside the
+// optimizer; they are packed into one message (a per-tensor broadcast would pay
+// the latency ~260 times per step; the frozen landmark stream never changes).
 void dist_sync_buffers(param_store *s) {
     AG_ASSERT(s->finalized, "param_store not finalized");
-    dist_bcast(s->data + s->n_train, (size_t)(s->n_float - s->n_train) * sizeof(float));
+    if (!dist_active()) return;
+    int64_t total = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->params[i].kind == PARAM_BUFFER) total += s->params[i].numel;
+    float *pack = malloc((size_t)(total ? total : 1) * sizeof(float));
+    AG_ASSERT(pack != NULL, "out of memory");
+    int64_t o = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->params[i].kind == PARAM_BUFFER) {
+            memcpy(pack + o, s->data + s->params[i].offset,
+                   (size_t)s->params[i].numel * sizeof(float));
+            o += s->params[i].numel;
+        }
+    dist_bcast(pack, (size_t)total * sizeof(float));
+    o = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->params[i].kind == PARAM_BUFFER) {
+            memcpy(s->data + s->params[i].offset, pack + o,
+                   (size_t)s->params[i].numel * sizeof(float));
+            o += s->params[i].numel;
+        }
+    free(pack);
     dist_bcast(s->counters, (size_t)s->n_counters * sizeof(int64_t));
 }
 

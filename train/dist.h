@@ -86,8 +86,9 @@ void dist_bcast(void *buf, size_t bytes);
 // Every float (parameters, buffers) and counter of s from rank 0: all ranks
 // start from rank 0's initialization or checkpoint.
 void dist_bcast_store(param_store *s);
-// The non-trainable floats [n_train, n_float) (frozen parameters, BatchNorm
-// running statistics) and the counters from rank 0.
+// The BatchNorm running statistics (PARAM_BUFFER tensors) and the counters from
+// rank 0: after every step, so all ranks hold rank 0's (DataParallel keeps
+// replica 0's, DDP broadcasts rank 0's).
 void dist_sync_buffers(param_store *s);
 
 // ---- parameter consistency (debug) ----
@@ -106,6 +107,15 @@ int dist_param_hash_check(const param_store *s, const char *when, char *err, siz
 // differ by at most one and cover the batch in order, so the ranks together
 // see exactly the samples (and augmentations) one process would.
 void dist_shard(int64_t n, int rank, int size, int64_t *start, int64_t *count);
+
+// ---- random streams across shards ----
+// Advances r by k draws of rng_u64 (rng_uniform takes one each).
+void dist_rng_skip(rng *r, int64_t k);
+// Draws of rng_u64 that take `from` to `to`, or -1 if not within max. With a
+// stream that takes D draws per sample per forward (drop path: one per sample
+// per call), rank r skips D * (its first sample) draws so that it draws what one
+// process would for the same samples.
+int64_t dist_rng_distance(const rng *from, const rng *to, int64_t max);
 
 // ---- timing (bench, logs) ----
 double dist_now(void);                 // monotonic seconds
