@@ -319,9 +319,10 @@ static void fmt_hms(double s, char *buf, size_t n) {
     snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
-static void write_logs(run *r, const double *row, bool header) {
+static void write_logs(run *r, const double *row) {
     char path[1100];
     snprintf(path, sizeof path, "%s/log.csv", r->o.out_dir);
+    bool header = access(path, F_OK) != 0;
     FILE *f = fopen(path, "a");
     if (f) {
         if (header)
@@ -594,7 +595,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                     row[HIST_VAL_LOSS], mt.accuracy, mt.macro_f1, mt.score,
                     improved ? " (best)" : "");
         fprintf(r->log, " | lr %.3g, %.1f s\n", lr, row[HIST_SECONDS]);
-        write_logs(r, row, r->ci.n_hist == 1);
+        write_logs(r, row);
         if (save_ckpt(r, "last.h5", err, errlen)) rc = -1;
         if (rc == 0 && improved) {
             if (save_ckpt(r, "best.h5", err, errlen)) rc = -1;
