@@ -385,34 +385,37 @@ static void prelu_forward(const float *x, const float *w, float *y, int B, int C
     }
 }
 
+// One pass over (b, c) rows computes dx and a per-row partial of dw (race
+// free); the partials are then summed per channel in double.
 static void prelu_backward(tape_entry *e) {
     tensor *x = e->in[0], *w = e->in[1];
     int B, C;
     int64_t S;
     prelu_dims(x, &B, &C, &S);
     const float *g = e->out->grad, *xd = x->data, *wd = w->data;
-    bool par = (int64_t)B * C * S >= PAR_MIN;
-    if (x->requires_grad) {
-        float *gx = tensor_grad(x);
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t bc = 0; bc < (int64_t)B * C; bc++) {
-            float a = wd[bc % C];
-            const float *xr = xd + bc * S, *gr = g + bc * S;
+    int64_t BC = (int64_t)B * C;
+    float *gx = x->requires_grad ? tensor_grad(x) : NULL;
+    float *part = w->requires_grad ? arena_alloc((size_t)BC * sizeof(float)) : NULL;
+#pragma omp parallel for schedule(static) if (BC * S >= PAR_MIN && BC > 1)
+    for (int64_t bc = 0; bc < BC; bc++) {
+        float a = wd[bc % C];
+        const float *xr = xd + bc * S, *gr = g + bc * S;
+        if (gx) {
             float *d = gx + bc * S;
             for (int64_t j = 0; j < S; j++) d[j] += xr[j] > 0 ? gr[j] : a * gr[j];
         }
+        if (part) {
+            float s = 0;
+#pragma omp simd reduction(+ : s)
+            for (int64_t j = 0; j < S; j++) s += xr[j] > 0 ? 0.0f : gr[j] * xr[j];
+            part[bc] = s;
+        }
     }
-    if (w->requires_grad) {
+    if (part) {
         float *gw = tensor_grad(w);
-        // Channels are independent: one thread per channel, no races.
-#pragma omp parallel for schedule(static) if (par && C > 1)
         for (int c = 0; c < C; c++) {
             double s = 0;
-            for (int b = 0; b < B; b++) {
-                const float *xr = xd + ((int64_t)b * C + c) * S, *gr = g + ((int64_t)b * C + c) * S;
-                for (int64_t j = 0; j < S; j++)
-                    if (!(xr[j] > 0)) s += (double)gr[j] * xr[j];
-            }
+            for (int b = 0; b < B; b++) s += part[(int64_t)b * C + c];
             gw[c] += (float)s;
         }
     }
@@ -459,60 +462,61 @@ tensor *op_reshape(tensor *x, int ndim, const int *shape) {
 }
 
 // ---------------------------------------------------------------------------
-// Permute (copy). Walks the output in rows of its last dim; the input offset
-// of a row comes from the permuted strides.
+// Permute (copy). Both directions walk the destination contiguously in rows
+// of its last dim and gather from the source with permuted strides: forward
+// writes y from x, backward accumulates into gx from g with the inverse
+// permutation, so neither does strided read-modify-writes.
 
 typedef struct permute_saved {
     int perm[T_MAXDIM];
 } permute_saved;
 
-// Input strides in output order.
-static void permute_strides(const tensor *x, const int *perm, int64_t *ps) {
-    int64_t st[T_MAXDIM], s = 1;
-    for (int i = x->ndim - 1; i >= 0; i--) {
+static void contiguous_strides(int nd, const int *shape, int64_t *st) {
+    int64_t s = 1;
+    for (int i = nd - 1; i >= 0; i--) {
         st[i] = s;
-        s *= x->shape[i];
+        s *= shape[i];
     }
-    for (int i = 0; i < x->ndim; i++) ps[i] = st[perm[i]];
 }
 
-// to_out: y[out] = x[in] (forward), else gx[in] += g[out] (backward).
-static void permute_apply(const tensor *x, const int *perm, const int *oshape, float *xbuf,
-                          float *ybuf, bool to_out) {
-    int nd = x->ndim;
-    if (nd == 0 || x->numel == 0) {
-        if (nd == 0) {
-            if (to_out) ybuf[0] = xbuf[0];
-            else xbuf[0] += ybuf[0];
-        }
+// dst[d] (=|+=) src[sum_i idx_i * sst[i]] over dst of shape dshape.
+static void gather_strided(int nd, const int *dshape, const int64_t *sst, const float *src,
+                           float *dst, bool accumulate) {
+    int64_t numel = shape_numel(nd, dshape);
+    if (numel == 0) return;
+    if (nd == 0) {
+        dst[0] = accumulate ? dst[0] + src[0] : src[0];
         return;
     }
-    int64_t ps[T_MAXDIM];
-    permute_strides(x, perm, ps);
-    int64_t n = oshape[nd - 1], inner = ps[nd - 1];
-    int64_t rows = x->numel / n;
-#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN && rows > 1)
+    int64_t n = dshape[nd - 1], inner = sst[nd - 1];
+    int64_t rows = numel / n;
+#pragma omp parallel for schedule(static) if (numel >= PAR_MIN && rows > 1)
     for (int64_t r = 0; r < rows; r++) {
         int64_t off = 0, rr = r;
         for (int d = nd - 2; d >= 0; d--) {
-            off += (rr % oshape[d]) * ps[d];
-            rr /= oshape[d];
+            off += (rr % dshape[d]) * sst[d];
+            rr /= dshape[d];
         }
-        float *xr = xbuf + off, *yr = ybuf + r * n;
-        if (to_out) {
-            if (inner == 1) memcpy(yr, xr, (size_t)n * sizeof(float));
-            else for (int64_t j = 0; j < n; j++) yr[j] = xr[j * inner];
+        const float *sr = src + off;
+        float *dr = dst + r * n;
+        if (accumulate) {
+            if (inner == 1) for (int64_t j = 0; j < n; j++) dr[j] += sr[j];
+            else for (int64_t j = 0; j < n; j++) dr[j] += sr[j * inner];
         } else {
-            if (inner == 1) for (int64_t j = 0; j < n; j++) xr[j] += yr[j];
-            else for (int64_t j = 0; j < n; j++) xr[j * inner] += yr[j];
+            if (inner == 1) memcpy(dr, sr, (size_t)n * sizeof(float));
+            else for (int64_t j = 0; j < n; j++) dr[j] = sr[j * inner];
         }
     }
 }
 
 static void permute_backward(tape_entry *e) {
     permute_saved *s = e->saved;
-    tensor *x = e->in[0];
-    permute_apply(x, s->perm, e->out->shape, tensor_grad(x), e->out->grad, false);
+    tensor *x = e->in[0], *y = e->out;
+    int64_t yst[T_MAXDIM], sst[T_MAXDIM];
+    contiguous_strides(y->ndim, y->shape, yst);
+    // x dim perm[j] is y dim j
+    for (int j = 0; j < y->ndim; j++) sst[s->perm[j]] = yst[j];
+    gather_strided(x->ndim, x->shape, sst, y->grad, tensor_grad(x), true);
 }
 
 tensor *op_permute(tensor *x, const int *perm) {
@@ -527,7 +531,10 @@ tensor *op_permute(tensor *x, const int *perm) {
         oshape[i] = x->shape[perm[i]];
     }
     tensor *y = tensor_new(nd, oshape);
-    permute_apply(x, perm, oshape, x->data, y->data, true);
+    int64_t xst[T_MAXDIM], sst[T_MAXDIM];
+    contiguous_strides(nd, x->shape, xst);
+    for (int i = 0; i < nd; i++) sst[i] = xst[perm[i]];
+    gather_strided(nd, oshape, sst, x->data, y->data, false);
     if (ag_needs_grad(1, &x)) ag_record("permute", permute_backward, y, 1, &x, s);
     return y;
 }

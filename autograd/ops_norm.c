@@ -29,14 +29,19 @@ static void softmax_forward(const float *x, float *y, int64_t rows, int D, bool 
         float *yr = y + r * D;
         float m = xr[0];
         for (int j = 1; j < D; j++) m = xr[j] > m ? xr[j] : m;
+        // exp in float (as PyTorch), the sum in double.
         double s = 0;
-        for (int j = 0; j < D; j++) s += exp((double)xr[j] - m);
         if (log_out) {
-            double lse = m + log(s);
-            for (int j = 0; j < D; j++) yr[j] = (float)(xr[j] - lse);
+            for (int j = 0; j < D; j++) s += expf(xr[j] - m);
+            float lse = (float)(m + log(s));
+            for (int j = 0; j < D; j++) yr[j] = xr[j] - lse;
         } else {
-            double inv = 1.0 / s;
-            for (int j = 0; j < D; j++) yr[j] = (float)(exp((double)xr[j] - m) * inv);
+            for (int j = 0; j < D; j++) {
+                yr[j] = expf(xr[j] - m);
+                s += yr[j];
+            }
+            float inv = (float)(1.0 / s);
+            for (int j = 0; j < D; j++) yr[j] *= inv;
         }
     }
 }
@@ -53,6 +58,7 @@ static void softmax_backward(tape_entry *e) {
     for (int64_t r = 0; r < rows; r++) {
         const float *gr = g + r * D, *yr = y + r * D;
         double dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int j = 0; j < D; j++) dot += (double)gr[j] * yr[j];
         float fd = (float)dot;
         float *d = gx + r * D;
@@ -72,6 +78,7 @@ static void log_softmax_backward(tape_entry *e) {
     for (int64_t r = 0; r < rows; r++) {
         const float *gr = g + r * D, *yr = y + r * D;
         double sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < D; j++) sum += gr[j];
         float fs = (float)sum;
         float *d = gx + r * D;
@@ -109,8 +116,10 @@ static void layernorm_forward(const float *x, const float *w, const float *b, fl
         const float *xr = x + r * D;
         float *yr = y + r * D;
         double s = 0;
+#pragma omp simd reduction(+ : s)
         for (int j = 0; j < D; j++) s += xr[j];
         double mu = s / D, v = 0;
+#pragma omp simd reduction(+ : v)
         for (int j = 0; j < D; j++) {
             double d = xr[j] - mu;
             v += d * d;
@@ -155,6 +164,7 @@ static void layernorm_backward(tape_entry *e) {
             }
             if (gx) {
                 double sg = 0, sgh = 0;
+#pragma omp simd reduction(+ : sg, sgh)
                 for (int j = 0; j < D; j++) {
                     double gh = (double)gr[j] * (wd ? wd[j] : 1.0f);
                     sg += gh;
@@ -220,22 +230,30 @@ static void bn_dims(const tensor *x, int *B, int *C, int64_t *S) {
     for (int i = 2; i < x->ndim; i++) *S *= x->shape[i];
 }
 
-// Batch mean and biased variance per channel (two passes, double).
+// Batch mean and biased variance per channel (two passes). Each contiguous
+// [S] row is summed in float (vectorizes), rows are combined in double.
 static void bn_stats(const float *x, int B, int C, int64_t S, double *mean, double *var) {
 #pragma omp parallel for schedule(static) if ((int64_t)B * C * S >= PAR_MIN && C > 1)
     for (int c = 0; c < C; c++) {
         double s = 0;
         for (int b = 0; b < B; b++) {
             const float *xr = x + ((int64_t)b * C + c) * S;
-            for (int64_t j = 0; j < S; j++) s += xr[j];
+            float rs = 0;
+#pragma omp simd reduction(+ : rs)
+            for (int64_t j = 0; j < S; j++) rs += xr[j];
+            s += rs;
         }
         double n = (double)B * S, mu = s / n, v = 0;
+        float fm = (float)mu;
         for (int b = 0; b < B; b++) {
             const float *xr = x + ((int64_t)b * C + c) * S;
+            float rv = 0;
+#pragma omp simd reduction(+ : rv)
             for (int64_t j = 0; j < S; j++) {
-                double d = xr[j] - mu;
-                v += d * d;
+                float d = xr[j] - fm;
+                rv += d * d;
             }
+            v += rv;
         }
         mean[c] = mu;
         var[c] = v / n;
@@ -274,10 +292,14 @@ static void batchnorm_backward(tape_entry *e) {
         double sg = 0, sgh = 0;
         for (int b = 0; b < B; b++) {
             const float *xr = xd + ((int64_t)b * C + c) * S, *gr = g + ((int64_t)b * C + c) * S;
+            float rg = 0, rgh = 0;   // per row in float, across rows in double
+#pragma omp simd reduction(+ : rg, rgh)
             for (int64_t j = 0; j < S; j++) {
-                sg += gr[j];
-                sgh += (double)gr[j] * ((xr[j] - m) * rs);
+                rg += gr[j];
+                rgh += gr[j] * ((xr[j] - m) * rs);
             }
+            sg += rg;
+            sgh += rgh;
         }
         if (gw) gw[c] += (float)sgh;
         if (gb) gb[c] += (float)sg;
