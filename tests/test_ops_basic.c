@@ -73,6 +73,7 @@ static const bshape BSHAPES[] = {
     {"odd", 3, {3, 5, 7}, 2, {5, 1}, 3, {3, 5, 7}},
     {"pos-embed", 3, {2, 5, 3}, 3, {1, 5, 3}, 3, {2, 5, 3}},
     {"both scalar", 1, {1}, 0, {0}, 1, {1}},
+    {"ndim 0 pair", 0, {0}, 0, {0}, 0, {0}},
 };
 #define N_BSHAPES (int)(sizeof BSHAPES / sizeof BSHAPES[0])
 
@@ -583,9 +584,10 @@ static void fx_expect(hid_t f, const char *group, const char *name, const tensor
     char path[160];
     snprintf(path, sizeof path, "%s/%s", group, name);
     tensor *want = tu_fixture_tensor(f, path);
-    if (got_shape && got_shape->numel != want->numel)
-        fail_msg("%s: %lld elements, fixture has %lld", path, (long long)got_shape->numel,
-                 (long long)want->numel);
+    char a[64], b[64];
+    if (got_shape && !tensor_same_shape(got_shape, want))
+        fail_msg("%s: shape %s, fixture has %s", path, tensor_shape_str(got_shape, a, sizeof a),
+                 tensor_shape_str(want, b, sizeof b));
     if (!got) fail_msg("%s: no gradient computed", path);
     tu_expect_close(path, got, want, tol);
 }
