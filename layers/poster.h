@@ -50,3 +50,30 @@ void poster_set_drop_path(poster_model *m, float rate);
 // Architecture summary and parameter counts (trainable in PyTorch's sense,
 // frozen, total) printed to f.
 void poster_print_summary(poster_model *m, FILE *f);
+
+// ---- additions (layers/poster.c) ----
+// Options as one line of text, "depth=8 pyramid_levels=3 token_mix=on
+// landmark_bn=batch streams=both num_classes=7 ir_units=3,4,14
+// drop_path_rate=0.1" [+ " freeze=..."]: the `model_options` attribute of a
+// state file, readable by tests/reference/poster_ref.py (PosterOptions.from_text;
+// streams=image_only is written "image" as there). from_text starts from the
+// defaults, accepts any subset of the keys and validates.
+void poster_opts_text(const poster_opts *o, char *buf, size_t n);
+int poster_opts_from_text(const char *text, poster_opts *o, char *err, size_t errlen);
+// 70843151 -> "70,843,151"
+const char *poster_fmt_count(int64_t v, char *buf, size_t n);
+// The role (layers/layers.h enum param_role) a tensor was declared with.
+int poster_param_role(const poster_model *m, int idx);
+
+// Deterministic weights shared with tests/reference/poster_ref.py (no weights
+// are stored anywhere; /work/helpers/contract_notes.md): every float tensor N
+// gets value[i] from u_i = ((splitmix64(fnv1a64(N) + i) >> 40) / 2^24) * 2 - 1
+// scaled by its role; counters are 0.
+void poster_fill_deterministic(param_store *s);
+double poster_contract_u(const char *name, int64_t i);
+// The role poster_fill_deterministic gives a tensor, decided by its name.
+int poster_contract_role(const char *name, int ndim);
+// value[i] = (float)(scale * u_i(name)), e.g. the test input ("input", 1.5).
+void poster_contract_input(float *out, int64_t n, const char *name, float scale);
+void poster_contract_fill(const char *name, int role, float scale, float *out, int64_t n,
+                          double fan_in);

@@ -13,6 +13,8 @@ typedef struct {
 // One row per subcommand; a module adds its row when it lands.
 static const cli_cmd g_cmds[] = {
     {"help", NULL, "list the subcommands"},
+    {"info", cli_info, "architecture summary and parameter counts of a model configuration"},
+    {"forward", cli_forward, "one forward (and backward) of given weights on given inputs"},
 };
 
 static void print_help(FILE *f) {

@@ -1,0 +1,252 @@
+// A model's state in HDF5 (layers/state_io.h): group state_dict, one dataset
+// per tensor under its dotted name, float32 (int64 scalars for
+// num_batches_tracked); file attrs format = "poster-state", version = 1 and
+// model_options. train/pth_read.c writes the same layout from PyTorch files.
+#include "layers/state_io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "autograd/h5io.h"
+
+#define STATE_FORMAT "poster-state"
+#define STATE_VERSION 1
+
+int state_write(hid_t f, const char *group, const param_store *s, char *err, size_t errlen) {
+    AG_ASSERT(s->finalized, "state_write before store_finalize");
+    h5_quiet();
+    hid_t g = H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return snprintf(err, errlen, "cannot create group '%s'", group), -1;
+    int rc = 0;
+    for (int i = 0; i < s->n && !rc; i++) {
+        const param *p = &s->params[i];
+        if (p->kind == PARAM_COUNTER)
+            rc = h5_write_int64s(g, p->name, p->counter, 0, NULL, err, errlen);
+        else
+            rc = h5_write_floats(g, p->name, p->t.data, p->ndim, p->shape, err, errlen);
+    }
+    H5Gclose(g);
+    return rc ? -1 : 0;
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+typedef struct name_list {
+    char **names;
+    int n, cap;
+} name_list;
+
+static int collect(const char *name, void *ctx) {
+    name_list *l = ctx;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 1024;
+        l->names = realloc(l->names, (size_t)l->cap * sizeof(char *));
+        AG_ASSERT(l->names != NULL, "out of memory");
+    }
+    l->names[l->n++] = strdup(name);
+    return 0;
+}
+
+static void names_free(name_list *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l->names);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool in_list(const name_list *l, const char *name) {
+    return bsearch(&name, l->names, (size_t)l->n, sizeof(char *), cmp_str) != NULL;
+}
+
+static void shape_text(int nd, const int *sh, char *buf, size_t n) {
+    if (nd == 0) {
+        snprintf(buf, n, "scalar");
+        return;
+    }
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, n - o, "[");
+    for (int i = 0; i < nd && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%d", i ? ", " : "", sh[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+// Notes the first problem in rep and prints every one on log.
+static void problem(state_report *rep, FILE *log, const char *fmt, const char *name,
+                    const char *extra) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, fmt, name, extra);
+    if (!rep->first_problem[0])
+        snprintf(rep->first_problem, sizeof rep->first_problem, "%.*s",
+                 (int)sizeof rep->first_problem - 1, msg);
+    if (log) fprintf(log, "state: %s\n", msg);
+}
+
+static int load_one(hid_t g, param *p, char *err, size_t errlen) {
+    int nd, sh[T_MAXDIM];
+    if (p->kind == PARAM_COUNTER) {
+        int64_t *v;
+        if (h5_read_int64s(g, p->name, &v, &nd, sh, err, errlen)) return -1;
+        *p->counter = v[0];
+        free(v);
+        return 0;
+    }
+    float *v;
+    if (h5_read_floats(g, p->name, &v, &nd, sh, err, errlen)) return -1;
+    memcpy(p->t.data, v, (size_t)p->numel * sizeof(float));
+    free(v);
+    return 0;
+}
+
+int state_read(hid_t f, const char *group, param_store *s, bool strict, state_report *rep,
+               FILE *log, char *err, size_t errlen) {
+    AG_ASSERT(s->finalized, "state_read before store_finalize");
+    state_report local;
+    if (!rep) rep = &local;
+    memset(rep, 0, sizeof(*rep));
+    h5_quiet();
+    char fname[400] = "<hdf5>";
+    if (H5Fget_name(f, fname, sizeof fname) < 0) snprintf(fname, sizeof fname, "<hdf5>");
+    if (!h5_exists(f, group)) {
+        snprintf(err, errlen, "%s: no group '%s' (not a poster state file?)", fname, group);
+        return -1;
+    }
+    hid_t g = H5Gopen2(f, group, H5P_DEFAULT);
+    if (g < 0) return snprintf(err, errlen, "%s: '%s' is not a group", fname, group), -1;
+    name_list file = {0};
+    if (h5_list_datasets(f, group, collect, &file) < 0) {
+        H5Gclose(g);
+        names_free(&file);
+        return snprintf(err, errlen, "%s: cannot list group '%s'", fname, group), -1;
+    }
+    qsort(file.names, (size_t)file.n, sizeof(char *), cmp_str);
+
+    // Classify every tensor before changing anything.
+    bool *ok = calloc((size_t)(s->n ? s->n : 1), sizeof(bool));
+    AG_ASSERT(ok != NULL, "out of memory");
+    for (int i = 0; i < s->n; i++) {
+        param *p = &s->params[i];
+        if (!in_list(&file, p->name)) {
+            rep->missing++;
+            problem(rep, log, "missing tensor %s%s", p->name, "");
+            continue;
+        }
+        int nd, sh[T_MAXDIM];
+        char e2[512];
+        if (h5_dataset_shape(g, p->name, &nd, sh, e2, sizeof e2)) {
+            rep->misshaped++;
+            problem(rep, log, "%s: %s", p->name, e2);
+            continue;
+        }
+        bool same = nd == p->ndim;
+        for (int d = 0; same && d < nd; d++) same = sh[d] == p->shape[d];
+        // A counter may also be stored as a 1-element array.
+        if (!same && p->kind == PARAM_COUNTER && shape_numel(nd, sh) == 1) same = true;
+        if (!same) {
+            char want[96], got[96], extra[256];
+            shape_text(p->ndim, p->shape, want, sizeof want);
+            shape_text(nd, sh, got, sizeof got);
+            snprintf(extra, sizeof extra, "has shape %s in the file, the model expects %s", got,
+                     want);
+            rep->misshaped++;
+            problem(rep, log, "tensor %s %s", p->name, extra);
+            continue;
+        }
+        ok[i] = true;
+        rep->matched++;
+    }
+    for (int j = 0; j < file.n; j++) {
+        if (store_find(s, file.names[j])) continue;
+        rep->unexpected++;
+        problem(rep, log, "unexpected tensor %s%s (not in the model)", file.names[j], "");
+    }
+    int problems = rep->missing + rep->unexpected + rep->misshaped;
+    int rc = 0;
+    if (strict && problems) {
+        snprintf(err, errlen,
+                 "%s: the state does not match the model (%d missing, %d unexpected, %d "
+                 "misshaped); first: %s", fname, rep->missing, rep->unexpected, rep->misshaped,
+                 rep->first_problem);
+        rc = -1;
+    } else {
+        for (int i = 0; i < s->n && !rc; i++)
+            if (ok[i]) rc = load_one(g, &s->params[i], err, errlen);
+        if (log && problems)
+            fprintf(log, "state: %s: loaded %d tensors; %d missing, %d unexpected, %d misshaped "
+                    "(skipped)\n", fname, rep->matched, rep->missing, rep->unexpected,
+                    rep->misshaped);
+    }
+    free(ok);
+    names_free(&file);
+    H5Gclose(g);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Whole files
+
+int state_save(const char *path, const param_store *s, const char *model_options, char *err,
+               size_t errlen) {
+    char tmp[1024];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return snprintf(err, errlen, "%s: path too long", path), -1;
+    hid_t f = h5_create(tmp, err, errlen);
+    if (f < 0) return -1;
+    int rc = 0;
+    if (h5_write_attr_str(f, "/", "format", STATE_FORMAT) ||
+        h5_write_attr_i64(f, "/", "version", STATE_VERSION) ||
+        h5_write_attr_str(f, "/", "model_options", model_options ? model_options : "")) {
+        snprintf(err, errlen, "%s: cannot write attributes", tmp);
+        rc = -1;
+    }
+    if (!rc) rc = state_write(f, "state_dict", s, err, errlen);
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0 && !rc) {
+        snprintf(err, errlen, "%s: flush failed (disk full?)", tmp);
+        rc = -1;
+    }
+    if (h5_close(f) && !rc) {
+        snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
+        rc = -1;
+    }
+    if (!rc) {
+        FILE *fp = fopen(tmp, "rb+");   // make the data durable before the rename
+        if (fp) {
+            fsync(fileno(fp));
+            fclose(fp);
+        }
+        if (rename(tmp, path)) {
+            snprintf(err, errlen, "%s: cannot rename %s over it", path, tmp);
+            rc = -1;
+        }
+    }
+    if (rc) remove(tmp);
+    return rc;
+}
+
+int state_load(const char *path, param_store *s, bool strict, state_report *rep, FILE *log,
+               char *err, size_t errlen) {
+    hid_t f = h5_open_read(path, err, errlen);
+    if (f < 0) return -1;
+    char fmt[64] = "";
+    int64_t ver = 0;
+    if (h5_read_attr_str(f, "/", "format", fmt, sizeof fmt) == 0 && strcmp(fmt, STATE_FORMAT) &&
+        strcmp(fmt, "poster-checkpoint")) {
+        snprintf(err, errlen, "%s: format '%s', expected '%s'", path, fmt, STATE_FORMAT);
+        h5_close(f);
+        return -1;
+    }
+    if (!strcmp(fmt, STATE_FORMAT) && h5_read_attr_i64(f, "/", "version", &ver) == 0 &&
+        ver > STATE_VERSION) {
+        snprintf(err, errlen, "%s: state version %lld is newer than this program's (%d)", path,
+                 (long long)ver, STATE_VERSION);
+        h5_close(f);
+        return -1;
+    }
+    int rc = state_read(f, "state_dict", s, strict, rep, log, err, errlen);
+    h5_close(f);
+    return rc;
+}
