@@ -216,6 +216,7 @@ int h5_read_attr_str(hid_t loc, const char *obj, const char *name, char *out, si
             char *s = NULL;
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, H5T_VARIABLE);
+            H5Tset_cset(mt, H5Tget_cset(ft));   // h5py writes UTF-8; no ASCII<->UTF-8 conversion
             if (H5Aread(a, mt, &s) >= 0 && s) {
                 snprintf(out, n, "%s", s);
                 H5free_memory(s);
@@ -227,6 +228,7 @@ int h5_read_attr_str(hid_t loc, const char *obj, const char *name, char *out, si
             char *buf = calloc(sz + 1, 1);
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, sz + 1);
+            H5Tset_cset(mt, H5Tget_cset(ft));
             if (buf && H5Aread(a, mt, buf) >= 0) {
                 snprintf(out, n, "%s", buf);
                 rc = 0;
