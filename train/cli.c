@@ -13,8 +13,10 @@ typedef struct {
 // One row per subcommand; a module adds its row when it lands.
 static const cli_cmd g_cmds[] = {
     {"help", NULL, "list the subcommands"},
+    {"import", cli_import, "convert a PyTorch .pth/.pth.tar to our HDF5 state"},
     {"info", cli_info, "architecture summary and parameter counts of a model configuration"},
     {"forward", cli_forward, "one forward (and backward) of given weights on given inputs"},
+    {"data", cli_data, "check, dump, cache (prepare) or synthesize (synth) a dataset"},
 };
 
 static void print_help(FILE *f) {
