@@ -103,17 +103,42 @@ static int parse(int argc, char **argv, config *c, bool need_config, cli_args *a
 
 static int cmd_check(config *c, const cli_args *a) {
     const char *splits[] = {"train", "val", "test"};
-    int problems = 0, total = 0;
-    char err[4096];
+    int problems = 0, total = 0, nseen = 0;
+    char err[4096], **seen = NULL;
     for (int s = 0; s < 3; s++) {
         if (a->split ? strcmp(a->split, splits[s]) : !data_split_exists(c, splits[s])) continue;
         dataset *d;
-        if (dataset_open_ex(c, splits[s], true, stdout, &d, err, sizeof err)) {
+        char *logbuf = NULL;
+        size_t loglen = 0;
+        FILE *log = open_memstream(&logbuf, &loglen);
+        int orc = dataset_open_ex(c, splits[s], true, log, &d, err, sizeof err);
+        fclose(log);
+        // Bad lines as errors, each once (RAF-DB's splits share one list).
+        for (char *line = logbuf, *e; line && *line; line = e + 1) {
+            e = strchr(line, '\n');
+            if (!e) e = line + strlen(line);
+            const bool last = !*e;
+            *e = 0;
+            if (!strncmp(line, "skipping: ", 10)) {
+                bool dup = false;
+                for (int k = 0; k < nseen && !dup; k++) dup = !strcmp(seen[k], line + 10);
+                if (!dup) {
+                    printf("ERROR %s\n", line + 10);
+                    problems++;
+                    seen = realloc(seen, (size_t)(nseen + 1) * sizeof(char *));
+                    seen[nseen++] = strdup(line + 10);
+                }
+            } else if (!strstr(line, "(data.skip_bad)")) {
+                printf("%s\n", line);
+            }
+            if (last) break;
+        }
+        free(logbuf);
+        if (orc) {
             printf("ERROR %s\n", err);
             problems++;
             continue;
         }
-        problems += d->bad_at_open;
         dataset_print_counts(d, stdout);
         // Decode everything (in parallel), report in sample order.
         char (*msg)[512] = calloc((size_t)d->n, 512);
@@ -139,6 +164,8 @@ static int cmd_check(config *c, const cli_args *a) {
         free(msg);
         dataset_close(d);
     }
+    for (int k = 0; k < nseen; k++) free(seen[k]);
+    free(seen);
     if (problems) printf("check: %d problem%s found\n", problems, problems == 1 ? "" : "s");
     else printf("check: OK, %d samples\n", total);
     return problems ? 1 : 0;
