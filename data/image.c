@@ -241,17 +241,22 @@ void image_resize_pil(const image_u8 *in, int out_size, int step, uint8_t *out) 
             dst[3 * ox + 2] = clip8(s2);
         }
     }
-    // Vertical pass over the kept output rows.
+    // Vertical pass over the kept output rows, a whole row at a time (the
+    // same sums in the same order as PIL, vectorizable).
+    int32_t *acc = malloc((size_t)so * 3 * sizeof(int32_t));
     for (int oy = 0; oy < so; oy++) {
         const int yy = oy * step, ymin = cv.bounds[2 * yy], yn = cv.bounds[2 * yy + 1];
         const int32_t *k = cv.kk + (size_t)yy * cv.ksize;
         uint8_t *dst = out + (size_t)oy * so * 3;
-        for (int c = 0; c < so * 3; c++) {
-            int32_t s = 1 << (PB - 1);
-            for (int y = 0; y < yn; y++) s += tmp[(size_t)(ymin + y - y0) * so * 3 + c] * k[y];
-            dst[c] = clip8(s);
+        for (int c = 0; c < so * 3; c++) acc[c] = 1 << (PB - 1);
+        for (int y = 0; y < yn; y++) {
+            const uint8_t *row = tmp + (size_t)(ymin + y - y0) * so * 3;
+            const int32_t ky = k[y];
+            for (int c = 0; c < so * 3; c++) acc[c] += row[c] * ky;
         }
+        for (int c = 0; c < so * 3; c++) dst[c] = clip8(acc[c]);
     }
+    free(acc);
     free(tmp);
     free(ch.bounds);
     free(ch.kk);
