@@ -486,3 +486,8 @@ void poster_fill_deterministic(param_store *s) {
 void poster_contract_input(float *out, int64_t n, const char *name, float scale) {
     poster_contract_fill(name, -1, scale, out, n, 0);
 }
+
+float poster_block_drop_rate(const poster_model *m, int i) {
+    AG_ASSERT(i >= 0 && i < m->pf.depth, "block %d of %d", i, m->pf.depth);
+    return m->pf.drop_rate[i];
+}

@@ -77,3 +77,5 @@ int poster_contract_role(const char *name, int ndim);
 void poster_contract_input(float *out, int64_t n, const char *name, float scale);
 void poster_contract_fill(const char *name, int role, float scale, float *out, int64_t n,
                           double fan_in);
+// The drop path rate of pyramid block i (linspace(0, rate, depth)[i]).
+float poster_block_drop_rate(const poster_model *m, int i);
