@@ -262,6 +262,7 @@ int cli_data(int argc, char **argv) {
         return 1;
     }
     fprintf(stderr, "wrote %d faces (7 classes x %d) to %s (RAF-DB layout); preview: "
-            "%s/montage.png\n", 7 * a.per_class, a.per_class, a.output, a.output);
+            "%s/montage.png (rows: Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral)\n",
+            7 * a.per_class, a.per_class, a.output, a.output);
     return 0;
 }
