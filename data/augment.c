@@ -8,6 +8,7 @@
 // two output sizes; erasing is drawn in 224 coordinates and applied to the kept
 // pixels only.
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,21 +17,19 @@
 static const float k_mean[3] = {0.485f, 0.456f, 0.406f};
 static const float k_std[3] = {0.229f, 0.224f, 0.225f};
 static float g_lut[3][256];
-static int g_lut_ready;
+static pthread_once_t g_lut_once = PTHREAD_ONCE_INIT;
 
 // ToTensor: uint8 -> float32 / 255; Normalize: (x - mean) / std, all in float32.
+static void lut_init(void) {
+    for (int c = 0; c < 3; c++)
+        for (int v = 0; v < 256; v++) {
+            float x = (float)v / 255.0f;
+            g_lut[c][v] = (x - k_mean[c]) / k_std[c];
+        }
+}
+
 const float (*aug_norm_lut(void))[256] {
-    if (!__atomic_load_n(&g_lut_ready, __ATOMIC_ACQUIRE)) {
-        static float lut[3][256];
-        for (int c = 0; c < 3; c++)
-            for (int v = 0; v < 256; v++) {
-                float x = (float)v / 255.0f;
-                lut[c][v] = (x - k_mean[c]) / k_std[c];
-            }
-        // Every thread computes identical values; publishing twice is harmless.
-        memcpy(g_lut, lut, sizeof lut);
-        __atomic_store_n(&g_lut_ready, 1, __ATOMIC_RELEASE);
-    }
+    pthread_once(&g_lut_once, lut_init);
     return (const float(*)[256])g_lut;
 }
 
