@@ -9,6 +9,7 @@
 
 #include "autograd/h5io.h"
 #include "autograd/ops.h"
+#include "data/data_internal.h"
 #include "eval/metrics.h"
 #include "eval/plot.h"
 #include "layers/state_io.h"
@@ -163,5 +164,126 @@ done:
     if (m) poster_free(m);
     dataset_close(d);
     ag_step_reset();
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// predict
+
+static void predict_usage(FILE *f) {
+    fprintf(f,
+            "usage: poster predict --checkpoint CKPT [--top K] [--set k=v]... IMAGE...\n\n"
+            "  For each JPEG: the top K classes (default 3) with their probabilities.\n"
+            "  Model, class names and preprocessing (channel order, resize, normalization,\n"
+            "  as in evaluation) come from the checkpoint.\n");
+}
+
+int cli_predict(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            predict_usage(stdout);
+            return 0;
+        }
+    const char *ckpt = find_arg(argc, argv, "--checkpoint");
+    if (!ckpt) {
+        fprintf(stderr, "poster predict: --checkpoint CKPT is required\n\n");
+        predict_usage(stderr);
+        return 2;
+    }
+    static config c;
+    char err[4096];
+    char **rest = malloc((size_t)(argc + 1) * sizeof(char *));
+    int nrest = 0, top = 3, nimg = 0;
+    const char **imgs = malloc((size_t)(argc + 1) * sizeof(char *));
+    if (load_config(&c, ckpt, argc, argv, rest, &nrest, err, sizeof err)) {
+        fprintf(stderr, "poster predict: %s\n", err);
+        free(rest);
+        free(imgs);
+        return 1;
+    }
+    for (int i = 1; i < nrest; i++) {
+        if (!strcmp(rest[i], "--checkpoint") && i + 1 < nrest) i++;
+        else if (!strcmp(rest[i], "--top") && i + 1 < nrest) top = atoi(rest[++i]);
+        else if (!strncmp(rest[i], "--", 2)) {
+            fprintf(stderr, "poster predict: unknown option '%s'\n\n", rest[i]);
+            predict_usage(stderr);
+            free(rest);
+            free(imgs);
+            return 2;
+        } else imgs[nimg++] = rest[i];
+    }
+    free(rest);
+    if (!nimg) {
+        fprintf(stderr, "poster predict: no images given\n\n");
+        predict_usage(stderr);
+        free(imgs);
+        return 2;
+    }
+    ops_set_threads((int)config_int(&c, "train.threads"));
+    poster_opts po;
+    poster_model *m = NULL;
+    int rc = 1;
+    if (train_model_opts(&c, 0, &po, err, sizeof err) ||
+        !(m = poster_create(&po, 0, err, sizeof err)) ||
+        load_weights_strict(ckpt, poster_store(m), err, sizeof err)) {
+        fprintf(stderr, "poster predict: %s\n", err);
+        goto done;
+    }
+    const int K = po.num_classes;
+    if (top < 1) top = 1;
+    if (top > K) top = K;
+    // Class names from the checkpoint, one per line; numbers when absent.
+    char *names_text = NULL;
+    const char **names = calloc((size_t)K, sizeof(char *));
+    if (ckpt_read_class_names(ckpt, &names_text, err, sizeof err) == 0) {
+        char *save = NULL;
+        int k = 0;
+        for (char *t = strtok_r(names_text, "\n", &save); t && k < K; t = strtok_r(NULL, "\n", &save))
+            names[k++] = t;
+    }
+    const char *format = config_str(&c, "data.format"), *co = config_str(&c, "data.channel_order");
+    const bool bgr = !strcmp(co, "bgr") || (!strcmp(co, "auto") && !strcmp(format, "rafdb"));
+    const int S = (int)config_int(&c, "data.image_size"), step = 224 / S;
+    float *x = malloc((size_t)3 * S * S * sizeof(float));
+    aug_scratch scr;
+    memset(&scr, 0, sizeof scr);
+    rc = 0;
+    for (int i = 0; i < nimg; i++) {
+        image_u8 im;
+        memset(&im, 0, sizeof im);
+        if (image_load_jpeg(NULL, imgs[i], &im, err, sizeof err)) {
+            fprintf(stderr, "poster predict: %s\n", err);
+            rc = 1;
+            continue;
+        }
+        aug_apply(&im, NULL, bgr, 224, step, &scr, x);   // evaluation preprocessing
+        image_free(&im);
+        bool prev = ag_no_grad_begin();
+        tensor *z = poster_forward(m, tensor_from(4, (int[]){1, 3, S, S}, x), false, NULL);
+        tensor *p = op_softmax(z);
+        ag_no_grad_end(prev);
+        printf("%s", imgs[i]);
+        bool *used = calloc((size_t)K, sizeof(bool));
+        for (int t = 0; t < top; t++) {
+            int best = -1;
+            for (int k = 0; k < K; k++)
+                if (!used[k] && (best < 0 || p->data[k] > p->data[best])) best = k;
+            used[best] = true;
+            char num[16];
+            snprintf(num, sizeof num, "%d", best);
+            printf("%s %s %.4f", t ? "," : ":", names[best] ? names[best] : num,
+                   (double)p->data[best]);
+        }
+        printf("\n");
+        free(used);
+        ag_step_reset();
+    }
+    aug_scratch_free(&scr);
+    free(x);
+    free(names);
+    free(names_text);
+done:
+    if (m) poster_free(m);
+    free(imgs);
     return rc;
 }

@@ -20,8 +20,10 @@ void ckpt_info_init(ckpt_info *ci) {
 void ckpt_info_free(ckpt_info *ci) {
     free(ci->hist);
     free(ci->config_text);
+    free(ci->class_names);
     ci->hist = NULL;
     ci->config_text = NULL;
+    ci->class_names = NULL;
     ci->n_hist = 0;
 }
 
@@ -141,6 +143,12 @@ static int write_body(hid_t f, const param_store *s, const optimizer *opt, const
         if (h5_write_uint8s(f, "config", (const uint8_t *)ci->config_text, 1, &n, err, errlen))
             return -1;
     }
+    if (ci->class_names && ci->class_names[0]) {
+        int n = (int)strlen(ci->class_names);
+        if (h5_write_uint8s(f, "class_names", (const uint8_t *)ci->class_names, 1, &n, err,
+                            errlen))
+            return -1;
+    }
     return 0;
 }
 
@@ -238,6 +246,9 @@ static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
     ci->n_hist = (int)(n / CKPT_HIST_COLS);
     if (h5_exists(f, "config") && read_text(f, "config", &ci->config_text, err, errlen))
         return -1;
+    if (h5_exists(f, "class_names") &&
+        read_text(f, "class_names", &ci->class_names, err, errlen))
+        return -1;
     static const char *names[] = {"drop_path", "trainer", "sam", "aux"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[64];
@@ -289,6 +300,21 @@ int ckpt_read_config(const char *path, char **text, char *err, size_t errlen) {
         char e2[512];
         rc = read_text(f, "config", text, e2, sizeof e2);
         if (rc) snprintf(err, errlen, "%s: %s", path, e2);
+    }
+    h5_close(f);
+    return rc;
+}
+
+int ckpt_read_class_names(const char *path, char **text, char *err, size_t errlen) {
+    hid_t f = open_checked(path, err, errlen);
+    if (f < 0) return -1;
+    int rc = -1;
+    if (h5_exists(f, "class_names")) {
+        char e2[512];
+        rc = read_text(f, "class_names", text, e2, sizeof e2);
+        if (rc) snprintf(err, errlen, "%s: %s", path, e2);
+    } else {
+        snprintf(err, errlen, "%s: no class names stored", path);
     }
     h5_close(f);
     return rc;

@@ -7,6 +7,7 @@
 //   /rng/<name>       every RNG state: int64 [6] = s[0..3], has_spare, spare bits
 //   /history          float64 [epochs, CKPT_HIST_COLS] per-epoch log (curves)
 //   /config           the resolved configuration text (uint8, INI)
+//   /class_names      class names in label order, one per line (uint8 text)
 // Writes are atomic: PATH.tmp is written, flushed, fsync'ed, closed and renamed
 // over PATH, so a crash at any point leaves the previous PATH intact.
 #pragma once
@@ -41,6 +42,7 @@ typedef struct ckpt_info {
     int n_hist;                // history rows
     double *hist;              // [n_hist, CKPT_HIST_COLS], malloc'ed (ckpt_info_free)
     char *config_text;         // malloc'ed
+    char *class_names;         // malloc'ed, one name per line, or NULL
 } ckpt_info;
 
 void ckpt_info_init(ckpt_info *ci);
@@ -59,6 +61,8 @@ int ckpt_load(const char *path, param_store *s, optimizer *opt, ckpt_info *ci, c
               size_t errlen);
 // The resolved configuration text stored in a checkpoint (malloc'ed).
 int ckpt_read_config(const char *path, char **text, char *err, size_t errlen);
+// The class names stored in a checkpoint, one per line (malloc'ed); -1 if none.
+int ckpt_read_class_names(const char *path, char **text, char *err, size_t errlen);
 // Fine-tuning / pretrained weights: loads every tensor of PATH's state_dict (a
 // checkpoint or a poster-state file) whose name and shape match; the others keep
 // their initialization. Reports what was loaded on `log`.

@@ -17,6 +17,9 @@ static const cli_cmd g_cmds[] = {
     {"info", cli_info, "architecture summary and parameter counts of a model configuration"},
     {"forward", cli_forward, "one forward (and backward) of given weights on given inputs"},
     {"data", cli_data, "check, dump, cache (prepare) or synthesize (synth) a dataset"},
+    {"train", cli_train, "train POSTER from an INI recipe (resume, fine-tune)"},
+    {"eval", cli_eval, "accuracy, macro F1, score, per-class accuracy, confusion matrix"},
+    {"predict", cli_predict, "top classes with probabilities for face images"},
 };
 
 static void print_help(FILE *f) {

@@ -418,11 +418,16 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
         loss_opts_from_config(r->c, &r->lo, err, errlen))
         return -1;
     ops_set_threads(r->o.threads);
-    if (mkdir_p(r->o.out_dir, err, errlen)) return -1;
     if (dataset_open(r->c, "train", &r->train_ds, err, errlen)) return -1;
     if (dataset_open(r->c, r->o.eval_split, &r->val_ds, err, errlen)) return -1;
+    if (mkdir_p(r->o.out_dir, err, errlen)) return -1;
     poster_opts po;
     if (train_model_opts(r->c, dataset_num_classes(r->train_ds), &po, err, errlen)) return -1;
+    if (!config_has(r->c, "model.num_classes")) {   // recorded for eval/predict
+        char kv[64];
+        snprintf(kv, sizeof kv, "model.num_classes=%d", po.num_classes);
+        if (config_set(r->c, kv, err, errlen)) return -1;
+    }
     r->model = poster_create(&po, r->o.seed, err, errlen);
     if (!r->model) return -1;
     r->s = poster_store(r->model);
@@ -432,8 +437,6 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
     if (a->resume) {
         ckpt_info tmp;
         if (ckpt_load(a->resume, r->s, r->opt, &tmp, err, errlen)) return -1;
-        free(tmp.config_text);
-        tmp.config_text = NULL;
         r->ci = tmp;
         if (ckpt_info_get_rng(&r->ci, "drop_path", &r->drop_rng)) {
             snprintf(err, errlen, "%s: no drop_path RNG state", a->resume);
@@ -447,7 +450,20 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
         if (a->init && load_init_list(r, a->init, err, errlen)) return -1;
     }
     char *dump = config_dump(r->c);
+    free(r->ci.config_text);
     r->ci.config_text = dump;
+    {   // class names travel with the weights (predict needs no dataset)
+        size_t cap = 1, len = 0;
+        for (int k = 0; k < dataset_num_classes(r->train_ds); k++)
+            cap += strlen(dataset_class_name(r->train_ds, k)) + 1;
+        free(r->ci.class_names);
+        r->ci.class_names = malloc(cap);
+        AG_ASSERT(r->ci.class_names != NULL, "out of memory");
+        r->ci.class_names[0] = 0;
+        for (int k = 0; k < dataset_num_classes(r->train_ds); k++)
+            len += (size_t)snprintf(r->ci.class_names + len, cap - len, "%s\n",
+                                    dataset_class_name(r->train_ds, k));
+    }
     char path[1100];
     snprintf(path, sizeof path, "%s/config.ini", r->o.out_dir);
     FILE *f = fopen(path, "w");
