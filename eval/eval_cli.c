@@ -1,11 +1,13 @@
 // `poster eval --checkpoint CKPT [--config FILE] [--split test] [--out DIR]`
 // `poster predict --checkpoint CKPT IMAGE...`
+#include <errno.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "autograd/h5io.h"
 #include "autograd/ops.h"
@@ -49,6 +51,10 @@ static int load_config(config *c, const char *ckpt, int argc, char **argv, char 
                        int *nrest, char *err, size_t errlen) {
     config_init(c);
     train_config_register(c);
+    if (access(ckpt, R_OK) != 0) {
+        snprintf(err, errlen, "%s: %s", ckpt, strerror(errno));
+        return -1;
+    }
     char e2[1024];
     bool from_ckpt = train_cli_load_ckpt_config(c, ckpt, e2, sizeof e2) == 0;
     if (config_from_args(c, argc, argv, rest, nrest, err, errlen)) return -1;
