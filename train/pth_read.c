@@ -779,6 +779,7 @@ int pth_load_into_store(param_store *s, const char *path, const char *prefix,
             if (log && listed_u++ < LIST_MAX) fprintf(log, "  unexpected (not in the model): %s\n", full);
         } else if (!shape_matches(p, t)) {
             rep->misshaped++;
+            hit[p - s->params] = true;   // present, just not loadable: not "missing"
             tensor tmp = {.ndim = p->ndim};
             memcpy(tmp.shape, p->shape, sizeof tmp.shape);
             if (!rep->first_problem[0])
