@@ -35,7 +35,7 @@ BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 POSTER  := $(BUILD)/poster
 
-.PHONY: all deps demo test asan bench clean check-long check-torch
+.PHONY: all deps demo test asan bench clean check-long check-torch fuzz
 all: $(POSTER) $(TEST_BIN) $(TEST_HELPER_BIN) $(BENCH_BIN)
 
 deps:
@@ -93,6 +93,10 @@ check-long: deps
 check-torch: deps
 	@$(MAKE) --no-print-directory all
 	@tools/check_torch.sh $(POSTER)
+
+# libFuzzer run of the PyTorch checkpoint reader (clang), FUZZ_SECONDS (default 180).
+fuzz:
+	@tools/fuzz.sh
 
 clean:
 	rm -rf build build-asan poster
