@@ -400,6 +400,15 @@ static void test_hostile_pickles(void **state) {
     expect_pickle_err("\x80\x02N\x8c\x01" "aQ.", 7, "persistent id without a loader");
     expect_pickle_err("\x80\x02N)R.", 6, "calling a None");
 
+    // MARK + DICT before anything was pushed (found by the fuzzer: UB on a NULL stack)
+    up_arena *a0 = up_arena_new(4096);
+    char e0[256];
+    size_t u0;
+    up_value *d0 = up_load(a0, (const uint8_t *)"\x80\x02(d.", 5, &u0, NULL, NULL, NULL, e0, sizeof e0);
+    assert_non_null(d0);
+    assert_int_equal(d0->kind, UP_DICT);
+    up_arena_free(a0);
+
     // A GLOBAL of a dangerous function is just a name; REDUCE yields an inert object.
     const char *evil = "\x80\x02" "cos\nsystem\n" "X\x02\x00\x00\x00ls" "\x85R.";
     size_t n = 2 + 11 + 7 + 3;

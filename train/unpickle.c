@@ -526,6 +526,13 @@ up_value *up_load(up_arena *a, const uint8_t *buf, size_t n, size_t *used, up_pe
     up_value *result = NULL;
     int rc = 0;
     err[0] = 0;
+    // never NULL, so `stack + first` is defined even before the first push
+    m.stack = malloc(64 * sizeof *m.stack);
+    if (!m.stack) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    m.scap = 64;
     while (rc == 0 && !result) {
         if (m.pos >= m.n) {
             m.op_pos = m.pos;
