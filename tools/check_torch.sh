@@ -14,6 +14,10 @@
 #    every gradient (||diff||/||ref|| <= 1e-3; gradients that are exactly zero in
 #    exact arithmetic by ||g|| <= 1e-5 x the largest gradient norm) and BatchNorm
 #    running statistics when written (1e-4); prints a table, exits 1 on any failure.
+#    Kinks: where a PReLU/ReLU input is within float32 rounding of 0 in float64
+#    (|x| < 1.5e-6 rms), a float32 run may land on the other side; the exact float64
+#    effect of such flips on each upstream gradient (poster_ref.kink_allowance) is
+#    added to that gradient's tolerance, and the table says so.
 # CHECK_TORCH_SMALL=1 uses the reduced model (depth 1, ir_units 2,1,2; named in W.h5's
 # attr model_options) to test this script itself quickly.
 # Needs /usr/bin/python3 with torch and h5py. Takes about a minute and ~3 GB of memory.
@@ -90,6 +94,12 @@ def prepare():
         for n, t in model.state_dict().items():
             if n.endswith("running_mean") or n.endswith("running_var"):
                 f.create_dataset("running/" + n, data=t.numpy())
+        # after the running stats are saved: this runs one more train forward
+        allow, sites = pr.kink_allowance(model, xt, tgt)
+        for n, a in allow.items():
+            if a > 0:
+                f.create_dataset("kink/" + n, data=a)
+        f.attrs["kink_sites"] = ", ".join("%s %d" % s_ for s_ in sites if s_[1])
     print("torch reference (float64, batch 2): %.1f s, loss %.6f" % (time.time() - t0, loss.item()))
 
 
@@ -140,36 +150,43 @@ def compare():
     cnames = []
     if cg is not None:
         cg.visititems(lambda n, o: cnames.append(n) if isinstance(o, h5py.Dataset) else None)
+    kink = {}
+    if "kink" in ref:
+        ref["kink"].visititems(
+            lambda n, o: kink.__setitem__(n, float(o[()])) if isinstance(o, h5py.Dataset) else None)
     worst = {}
-    nzero = 0
+    nzero = nkink = 0
     for n in names:
         g = group_of(n)
+        tol = TOL_GRAD
         if cg is None or n not in cg:
-            err, note = float("inf"), "missing"
+            err = float("inf")
             fails.append("grad " + n + " (missing)")
         elif gnorm[n] <= 1e-12 * gmax:
             nzero += 1
             c = cg[n][()]
             err = float(np.linalg.norm(c)) / gmax if c.shape == rg[n].shape else float("inf")
-            note = "zero"
             if err > TOL_ZERO:
                 fails.append("grad %s (exact value 0, ||g||/gmax %.2e)" % (n, err))
             err = 0.0 if err <= TOL_ZERO else err
         else:
             err = rel(cg[n][()], rg[n][()])
-            note = ""
-            if err > TOL_GRAD:
-                fails.append("grad %s (rel %.2e)" % (n, err))
-        if g not in worst or err > worst[g][0]:
-            worst[g] = (err, n, note)
+            # float64 kink inputs within float32 rounding of 0: a flip is legitimate
+            tol = TOL_GRAD + kink.get(n, 0.0) / gnorm[n]
+            nkink += n in kink
+            if err > tol:
+                fails.append("grad %s (rel %.2e, tol %.2e)" % (n, err, tol))
+        if g not in worst or err / tol > worst[g][0] / worst[g][1]:
+            worst[g] = (err, tol, n)
     for n in cnames:
         if n not in rg:
             c = cg[n][()]
             if np.any(c != 0):
                 fails.append("grad %s (extra: torch gives it no gradient)" % n)
-    for g, (err, n, note) in worst.items():
-        rows.append(("grad " + g, err, TOL_GRAD, "ok" if err <= TOL_GRAD else "FAIL",
-                     "worst " + n.split(g, 1)[-1].lstrip(".")))
+    for g, (err, tol, n) in worst.items():
+        rows.append(("grad " + g, err, tol, "ok" if err <= tol else "FAIL",
+                     "worst " + n.split(g, 1)[-1].lstrip(".")
+                     + (" (tol widened by kink)" if tol > TOL_GRAD else "")))
 
     run = None
     if "running" in tr:
@@ -193,9 +210,13 @@ def compare():
 
     print("%-44s %10s %8s  %s" % ("compared", "rel err", "tol", "result"))
     for what, err, tol, res, note in rows:
-        print("%-44s %10.2e %8.0e  %-4s %s" % (what, err, tol, res, note))
+        print("%-44s %10.2e %8.1e  %-4s %s" % (what, err, tol, res, note))
     print("%d gradients compared (%d exactly zero in exact arithmetic, checked by absolute "
           "norm), largest gradient norm %.3e" % (len(names), nzero, gmax))
+    if nkink:
+        print("%d gradients upstream of PReLU/ReLU inputs within float32 rounding of 0 (|x| < "
+              "1.5e-6 rms; %s): tolerance 1e-3 + the exact float64 effect of flipping those "
+              "elements, relative to the gradient norm" % (nkink, ref.attrs["kink_sites"]))
     if fails:
         print("\nFAILED (%d):" % len(fails))
         for f_ in fails[:50]:

@@ -336,10 +336,11 @@ class SEBlock(nn.Module):
     def __init__(self, dim):
         super().__init__()
         self.linear1 = nn.Linear(dim, dim)
+        self.relu = nn.ReLU()
         self.linear2 = nn.Linear(dim, dim)
 
     def forward(self, y):
-        return y * torch.sigmoid(self.linear2(torch.relu(self.linear1(y))))
+        return y * torch.sigmoid(self.linear2(self.relu(self.linear1(y))))
 
 
 class Head(nn.Module):
@@ -398,6 +399,56 @@ def poster_loss(logits, target, smoothing=0.2):
     nll = -logp.gather(1, target[:, None])[:, 0]
     lsce = ((1 - smoothing) * nll + smoothing * (-logp.mean(dim=-1))).mean()
     return 2 * lsce + nll.mean()
+
+
+def kink_allowance(model, x, target, tau=1.5e-6):
+    """How much a float32 run may legitimately differ in its parameter gradients
+    because a PReLU/ReLU input within rounding distance of 0 lands on the other
+    side of the kink (then dL/dx_j changes by (1 - slope) * g_j, and every
+    gradient upstream changes through train-mode BatchNorm sums).
+
+    Runs one train forward (drop path 0; this updates BN running statistics, so
+    call it after anything that reads them). An element is ambiguous when
+    |x_j| < tau * rms(x) of its kink's input (float32 activations there are within
+    ~3e-7 * rms of float64, rarely more than 1e-6 * rms). Returns ({param name: bound on ||grad change||, the sum
+    of the exact per-element effects}, [(kink, ambiguous count), ...])."""
+    kinks = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.PReLU) and name.startswith("ir_back.") or isinstance(mod, nn.ReLU):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o, name=name: kinks.__setitem__(
+                    name, (i[0], o, m.weight if isinstance(m, nn.PReLU) else None))))
+    model.train()
+    model.set_drop_path(0.0)
+    loss = poster_loss(model(x), target)
+    for h in hooks:
+        h.remove()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    allow = {n: 0.0 for n, _ in params}
+    sites = []
+    for name, (xin, out, slope) in kinks.items():
+        rms = xin.detach().pow(2).mean().sqrt().item()
+        amb = (xin.detach().abs() < tau * rms).nonzero().tolist()
+        sites.append((name, len(amb)))
+        if not amb:
+            continue
+        g = torch.autograd.grad(loss, out, retain_graph=True)[0]   # dL/d(kink output)
+        upstream = params
+        for j in amb:
+            j = tuple(j)
+            if slope is None:
+                d = g[j]                        # ReLU slope 1 vs 0
+            else:
+                d = (1.0 - slope[j[1]]) * g[j]  # PReLU slope 1 vs a_c
+            v = torch.zeros_like(xin)
+            v[j] = d
+            eff = torch.autograd.grad(xin, [p for _, p in upstream], grad_outputs=v,
+                                      retain_graph=True, allow_unused=True)
+            for (n, _), e in zip(upstream, eff):
+                if e is not None:
+                    allow[n] += e.norm().item()
+    return allow, sites
 
 
 # ----------------------------------------------------------------------------
