@@ -124,11 +124,11 @@ static void test_gradients(void **state) {
         poster_model *m = make(variants[v]);
         param_store *s = poster_store(m);
         store_zero_grad(s);
-        tensor *x = input(2, 1.5f);
+        tensor *x = input(1, 1.5f);   // batch 1: BatchNorm still sees >= 49 values
         tensor *y = poster_forward(m, x, true, NULL);
         loss_opts lo;
         loss_opts_default(&lo);
-        int64_t target[2] = {1, 6};
+        int64_t target[1] = {6};
         tensor *loss = loss_compute(&lo, y, target);
         assert_true(isfinite(loss->data[0]));
         ag_backward(loss);
