@@ -4,6 +4,9 @@
 # no cmocka summary counts as one failed test.
 set -u
 dir=${1:?usage: run_tests.sh BUILD/tests}
+# Other processes (parallel builds, mpirun ranks) share the cores: spinning OpenMP
+# threads would steal them, so waiting threads sleep unless the caller says otherwise.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 passed=0; failed=0
 log_dir=$(mktemp -d)
 for t in "$dir"/test_*; do
