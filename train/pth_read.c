@@ -452,6 +452,16 @@ static int materialize(loader *L, const char *name, const up_tensor *t, pth_tens
     if (!dst) return ERR("tensor '%s': out of memory", name);
     if (out->is_int) out->i64 = dst;
     else out->f32 = dst;
+    bool contiguous = true;   // row-major (size-1 dimensions may have any stride)
+    int64_t want = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && t->stride[d] != want) contiguous = false;
+        want *= t->shape[d];
+    }
+    if (contiguous && (dt == DT_F32 || dt == DT_I64)) {  // the common case: one copy
+        if (t->numel) memcpy(dst, s->data + (size_t)t->offset * (size_t)es, (size_t)t->numel * (size_t)es);
+        return 0;
+    }
     int64_t idx[UP_MAXDIM] = {0}, off = t->offset;
     for (int64_t i = 0; i < t->numel; i++) {
         const uint8_t *p = s->data + (size_t)off * (size_t)es;
