@@ -20,7 +20,8 @@
 #    added to that gradient's tolerance, and the table says so.
 # CHECK_TORCH_SMALL=1 uses the reduced model (depth 1, ir_units 2,1,2; named in W.h5's
 # attr model_options) to test this script itself quickly.
-# Needs /usr/bin/python3 with torch and h5py. Takes about a minute and ~3 GB of memory.
+# Needs /usr/bin/python3 with torch and h5py. Takes about 4 minutes on 2 busy cores (the
+# float64 reference with its kink analysis is most of it) and ~3 GB of memory.
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
