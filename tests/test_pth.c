@@ -121,6 +121,8 @@ static void test_layouts_and_notes(void **state) {
     // missing file and non-checkpoint files are errors naming the file
     assert_null(pth_load(PTH_DIR "/nonexistent.pth", err, sizeof err));
     assert_non_null(strstr(err, "nonexistent.pth"));
+    assert_null(pth_load("tests", err, sizeof err));
+    assert_non_null(strstr(err, "not a regular file"));
     assert_null(pth_load("tests/test_util.h", err, sizeof err));
     assert_non_null(strstr(err, "not a PyTorch checkpoint"));
     assert_null(pth_load(FIXTURE_DIR "/ops_basic.h5", err, sizeof err));
