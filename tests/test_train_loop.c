@@ -65,7 +65,11 @@ static void small_config(config *c, const char *root, const char *out, const cha
     if (config_validate(c, err, sizeof err)) fail_msg("%s", err);
 }
 
-static FILE *quiet_log(void) { return fopen(tp("/train_messages.log"), "a"); }
+static FILE *quiet_log(void) {
+    FILE *f = fopen(tp("/train_messages.log"), "a");
+    if (!f) fail_msg("cannot write %s/train_messages.log", g_tmp);
+    return f;
+}
 
 static void test_learns(void **st) {
     (void)st;
@@ -357,12 +361,16 @@ static void test_long_accuracy(void **st) {
 int main(void) {
     h5_quiet();
     snprintf(g_tmp, sizeof g_tmp, "build/tmp_train/loop_%d", (int)getpid());
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", g_tmp);
+    if (system(cmd) != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_errors),   cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_learns),          cmocka_unit_test(test_resume_bit_identical),
         cmocka_unit_test(test_eval_predict_cli), cmocka_unit_test(test_init_finetune),
         cmocka_unit_test(test_long_accuracy),
     };
+    if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     ag_shutdown();
     if (rc == 0) rm_tree("");   // keep the files of a failed run for inspection
