@@ -116,7 +116,10 @@ static void test_resume_bit_identical(void **st) {
     assert_int_equal(synth_ready(SYNTH_DIR, 6), 0);
     static config c;
     char err[2048];
-    const char *sets[] = {"train.epochs=2", "train.max_batches=2", NULL};
+    // 1 thread: the conv weight-gradient kernels use schedule(dynamic) over samples
+    // with per-thread accumulators, so 2 threads are not yet bit-reproducible
+    // (contract_notes.md); resume must be exact for any fixed thread count.
+    const char *sets[] = {"train.epochs=2", "train.max_batches=2", "train.threads=1", NULL};
     rm_tree("/straight");
     rm_tree("/crash");
     FILE *log = quiet_log();
@@ -126,7 +129,7 @@ static void test_resume_bit_identical(void **st) {
     train_args args = {NULL, NULL, log};
     if (train_run(&c, &args, &a, err, sizeof err)) fail_msg("%s", err);
     // 1 epoch, "crash", resume from last.h5 for the second
-    small_config(&c, SYNTH_DIR, tp("/crash"), (const char *[]){"train.epochs=1", "train.max_batches=2", NULL});
+    small_config(&c, SYNTH_DIR, tp("/crash"), (const char *[]){"train.epochs=1", "train.max_batches=2", "train.threads=1", NULL});
     train_result b;
     if (train_run(&c, &args, &b, err, sizeof err)) fail_msg("%s", err);
     train_result_free(&b);
