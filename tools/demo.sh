@@ -3,8 +3,10 @@
 # on it with the official recipe (configs/demo.ini), evaluate it, and leave the
 # confusion matrix and training curves in demo_out/.
 set -euo pipefail
-POSTER=${1:?usage: tools/demo.sh PATH/TO/poster}
-OUT=demo_out
+# Extra arguments go to `poster train` (e.g. --set train.epochs=2).
+POSTER=${1:?usage: tools/demo.sh PATH/TO/poster [--set k=v ...]}
+shift
+OUT=${DEMO_OUT:-demo_out}
 mkdir -p "$OUT"
 echo "== 1/3 synthetic faces (7 expressions, RAF-DB layout) -> $OUT/synth"
 if [ ! -f "$OUT/synth/EmoLabel/list_patition_label.txt" ]; then
@@ -12,7 +14,7 @@ if [ ! -f "$OUT/synth/EmoLabel/list_patition_label.txt" ]; then
 fi
 echo "== 2/3 training configs/demo.ini (small POSTER, SAM + Adam, 2*LSCE+CE) -> $OUT/run"
 rm -rf "$OUT/run"
-"$POSTER" train --config configs/demo.ini --set data.root="$OUT/synth" --out "$OUT/run"
+"$POSTER" train --config configs/demo.ini --set data.root="$OUT/synth" --out "$OUT/run" "$@"
 echo "== 3/3 evaluating the best checkpoint on the test split"
 "$POSTER" eval --checkpoint "$OUT/run/best.h5" --split test --out "$OUT"
 cp "$OUT/run/curves.png" "$OUT/curves.png"
