@@ -10,7 +10,7 @@ OUT=${DEMO_OUT:-demo_out}
 mkdir -p "$OUT"
 echo "== 1/3 synthetic faces (7 expressions, RAF-DB layout) -> $OUT/synth"
 if [ ! -f "$OUT/synth/EmoLabel/list_patition_label.txt" ]; then
-  "$POSTER" data synth --output "$OUT/synth" --per-class 40 --seed 1
+  "$POSTER" data synth --output "$OUT/synth" --per-class 30 --seed 1
 fi
 echo "== 2/3 training configs/demo.ini (small POSTER, SAM + Adam, 2*LSCE+CE) -> $OUT/run"
 rm -rf "$OUT/run"
