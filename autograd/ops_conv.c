@@ -669,8 +669,10 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
             int t = omp_get_thread_num();
             float *col = scr + slice * t, *dcol = col + per;
             float *dwt = dw ? dcol + per : NULL;
+            // static: a fixed sample->thread map keeps the dW sum order, hence the
+            // result, identical run to run (bit-exact resume).
             if (dwt) memset(dwt, 0, nw * sizeof(float));
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
             for (int b = 0; b < g->B; b++)
                 gemm_backward_sample(g, x + b * sx, w, dy + b * sy, dx ? dx + b * sx : NULL,
                                      dwt, col, dcol);
@@ -870,7 +872,7 @@ void conv_transpose1d_backward(int B, int Cin, int L, int Cout, int k, int strid
             float *dcol = scr + slice * t;
             float *dwt = dw ? dcol + per : NULL;
             if (dwt) memset(dwt, 0, nw * sizeof(float));
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
             for (int b = 0; b < B; b++)
                 convt1d_backward_sample(Cin, L, Cout, k, stride, x + b * sx, w, dy + b * sy,
                                         dx ? dx + b * sx : NULL, dwt, dcol);
