@@ -349,7 +349,7 @@ static void test_long_accuracy(void **st) {
     char err[2048];
     rm_tree("/long");
     small_config(&c, tp("/synth_long"), tp("/long"),
-                 (const char *[]){"train.epochs=12", "train.batch_size=32", "train.micro_batch=16", NULL});
+                 (const char *[]){"train.epochs=20", "train.batch_size=32", "train.micro_batch=16", NULL});
     FILE *log = quiet_log();
     train_args args = {NULL, NULL, log};
     train_result r;
