@@ -20,6 +20,7 @@ static const cli_cmd g_cmds[] = {
     {"train", cli_train, "train POSTER from an INI recipe (resume, fine-tune)"},
     {"eval", cli_eval, "accuracy, macro F1, score, per-class accuracy, confusion matrix"},
     {"predict", cli_predict, "top classes with probabilities for face images"},
+    {"bench", cli_bench, "images/s of forward and training steps of a model on this machine"},
 };
 
 static void print_help(FILE *f) {
