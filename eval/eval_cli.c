@@ -14,6 +14,7 @@
 #include "data/data_internal.h"
 #include "eval/metrics.h"
 #include "eval/plot.h"
+#include "layers/pretrained.h"
 #include "layers/state_io.h"
 #include "train/checkpoint.h"
 #include "train/cli.h"
@@ -23,6 +24,12 @@ int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t er
 
 // Loads weights strictly from a training checkpoint or a poster-state file.
 static int load_weights_strict(const char *path, param_store *s, char *err, size_t errlen) {
+    FILE *fp = fopen(path, "rb");   // not HDF5: a PyTorch (official POSTER) checkpoint
+    unsigned char sig[8] = {0};
+    size_t got = fp ? fread(sig, 1, 8, fp) : 0;
+    if (fp) fclose(fp);
+    if (fp && (got < 8 || memcmp(sig, "\x89HDF\r\n\x1a\n", 8)))
+        return poster_load_pth_strict(s, path, stdout, err, errlen);
     h5_quiet();
     hid_t f = h5_open_read(path, err, errlen);
     if (f < 0) return -1;
@@ -40,7 +47,8 @@ static void eval_usage(FILE *f) {
             "                   [--out DIR]\n\n"
             "  --checkpoint CKPT  a training checkpoint (best.h5, last.h5) or a weights file;\n"
             "                     the configuration stored in a checkpoint is used, --config\n"
-            "                     and --set apply on top (e.g. another data.root)\n"
+            "                     and --set apply on top (e.g. another data.root); an official\n"
+            "                     POSTER checkpoint (.pth) is read directly, with --config\n"
             "  --split NAME       split to evaluate (default eval.split: val; test, train)\n"
             "  --out DIR          where eval_<split>.csv and eval_<split>_confusion.png go\n"
             "                     (default: the checkpoint's folder)\n");

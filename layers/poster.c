@@ -10,6 +10,7 @@
 
 #include "autograd/ops.h"
 #include "layers/layers.h"
+#include "layers/pretrained.h"
 
 struct poster_model {
     poster_opts o;
@@ -48,7 +49,10 @@ static const config_key k_model[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
-void poster_config_register(config *c) { config_register(c, k_model); }
+void poster_config_register(config *c) {
+    config_register(c, k_model);
+    pretrained_config_register(c);   // model.pretrained_* (layers/pretrained.c)
+}
 
 void poster_opts_default(poster_opts *o) {
     memset(o, 0, sizeof(*o));

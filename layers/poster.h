@@ -5,6 +5,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "autograd/tensor.h"
 #include "train/config.h"
@@ -79,3 +80,9 @@ void poster_contract_fill(const char *name, int role, float scale, float *out, i
                           double fan_in);
 // The drop path rate of pyramid block i (linspace(0, rate, depth)[i]).
 float poster_block_drop_rate(const poster_model *m, int i);
+
+// Loads model.pretrained_ir50 / model.pretrained_mobilefacenet (layers/pretrained.h,
+// declared here too so the trainer needs no other header). rep may be NULL.
+struct state_report;
+int poster_load_pretrained(poster_model *m, const config *c, struct state_report *rep,
+                           FILE *log, char *err, size_t errlen);

@@ -162,6 +162,8 @@ int cli_import(int argc, char **argv) {
                st->n, (long long)pth_numel(st), (long long)(pth_numel(st) - n_int),
                (long long)n_int, in, st->format, st->where);
         if (st->stripped) printf(", 'module.' stripped from %d names", st->stripped);
+        if (st->renamed)
+            printf(", %d MobileFaceNet names conv_k.model.<i> written as conv_k.<i>", st->renamed);
         if (prefix[0]) printf(", prefix '%s' added", prefix);
         printf(") into %s\n", out);
     }

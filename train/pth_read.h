@@ -11,7 +11,10 @@
 // is stripped. Float tensors (float32/16, bfloat16, float64) come out as float32,
 // integer and bool tensors as int64, non-contiguous ones materialized.
 //
-// Bad input is an error naming the problem; memory stays bounded by the file size.
+// Bad input is an error naming the problem; memory stays bounded by the file size
+// (at most 2 elements per file byte + 1M; the environment variable
+// POSTER_PTH_ELEM_LIMIT=N replaces that bound by N elements, for files whose
+// tensors are views sharing small storages).
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,6 +42,7 @@ typedef struct pth_state {
     char format[16];       // "zip", "legacy" or "hdf5"
     char where[64];        // where the state dict was: "top level", "['state_dict']", ...
     int stripped;          // names whose 'module.' prefix was removed
+    int renamed;           // official MobileFaceNet names mapped (pth_map_official_name)
     char notes[4096];      // skipped objects and entries, one per line
 } pth_state;
 
@@ -50,6 +54,12 @@ pth_state *pth_load(const char *path, char *err, size_t errlen);
 pth_state *pth_load_mem(const void *buf, size_t n, const char *label, char *err,
                         size_t errlen);
 void pth_free(pth_state *st);
+// Official names -> ours, in place (the name only gets shorter): the official
+// MobileFaceNet's `conv_{3,4,5}.model.<k>.` becomes `conv_{3,4,5}.<k>.`, with or
+// without a leading `face_landback.`. Applied to every tensor of a torch.save
+// file by pth_load (counted in pth_state.renamed), so pth_load_into_store and
+// `poster import` see our names. Returns how many replacements were made.
+int pth_map_official_name(char *name);
 const pth_tensor *pth_find(const pth_state *st, const char *name);
 int64_t pth_numel(const pth_state *st);     // all elements of all tensors
 // "[2, 3]" into buf (scalars "[]"); returns buf.
@@ -64,3 +74,7 @@ const char *pth_shape_str(const pth_tensor *t, char *buf, size_t n);
 // nothing matches. prefix may be NULL or "".
 int pth_load_into_store(param_store *s, const char *path, const char *prefix,
                         state_report *rep, FILE *log, char *err, size_t errlen);
+// The same for a file already loaded (path only names it in messages).
+int pth_state_into_store(param_store *s, const pth_state *st, const char *path,
+                         const char *prefix, state_report *rep, FILE *log, char *err,
+                         size_t errlen);
