@@ -446,6 +446,8 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
         fprintf(r->log, "resumed from %s: %d epochs done, step %lld, best accuracy %.4f\n",
                 a->resume, r->ci.epoch, (long long)r->step, r->ci.best_acc);
     } else {
+        // fresh run: the backbones first (as the official model's constructor), then train.init
+        if (poster_load_pretrained(r->model, r->c, NULL, r->log, err, errlen)) return -1;
         if (r->o.init[0] && load_init_list(r, r->o.init, err, errlen)) return -1;
         if (a->init && load_init_list(r, a->init, err, errlen)) return -1;
     }
