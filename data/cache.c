@@ -235,7 +235,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
     h5_quiet();
     hid_t f = h5_open_read(path, err, errlen);
     if (f < 0) return -1;
-    char fmt[64] = "", dfmt[32] = "", order[16] = "", root[512] = "";
+    char fmt[64] = "", dfmt[16] = "", order[16] = "", root[512] = "";
     static char classes[8192];
     int64_t ver = 0;
     int rc = -1;
