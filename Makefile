@@ -35,7 +35,7 @@ BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 POSTER  := $(BUILD)/poster
 
-.PHONY: all deps demo test asan bench clean check-long check-torch fuzz
+.PHONY: all deps demo test asan bench bench-torch clean check-long check-torch fuzz
 all: $(POSTER) $(TEST_BIN) $(TEST_HELPER_BIN) $(BENCH_BIN)
 
 deps:
@@ -81,6 +81,11 @@ asan: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+# Our benchmarks and the PyTorch scripts in one run: ratios ours/torch (tools/bench_vs_torch.sh).
+bench-torch: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@tools/bench_vs_torch.sh $(BUILD)/bench
 
 demo: deps
 	@$(MAKE) --no-print-directory $(POSTER)
