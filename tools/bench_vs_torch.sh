@@ -56,9 +56,12 @@ if [ "${SKIP_CONV:-0}" != 1 ]; then
 fi
 # The torch model script takes drop path 0; ours uses the training drop path
 # (0.1): a per-sample scale, negligible time either way.
-run model_c env BENCH_MODELS=large BENCH_BATCH=$BATCH BENCH_ITERS=$ITERS BENCH_THREADS=$THREADS \
+# Peak resident memory of both model processes, measured the same way.
+TIMEV=()
+[ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -f "MAXRSS_KB %M")
+run model_c "${TIMEV[@]}" env BENCH_MODELS=large BENCH_BATCH=$BATCH BENCH_ITERS=$ITERS BENCH_THREADS=$THREADS \
     "$BIN/bench_model"
-run model_torch $PY bench/bench_model_torch.py "$ITERS" "$BATCH" "$THREADS"
+run model_torch "${TIMEV[@]}" $PY bench/bench_model_torch.py "$ITERS" "$BATCH" "$THREADS"
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
     run loader_c "$BIN/bench_loader"
 fi
@@ -94,7 +97,13 @@ pb=$(field "$OUT/model_torch.log" '/^forward\+backward / { print $3 }')
 row "POSTER large forward (eval)" "$mf" "$pf" "$BATCH"
 row "POSTER large forward+backward" "$mb" "$pb" "$BATCH"
 rss=$(field "$OUT/model_c.log" '$1 == "RESULT" && $2 == "large_peak_rss_mb" { print $3 }')
-echo "peak resident memory of bench_model (large, batch $BATCH): ${rss:-?} MB"
+mc=$(field "$OUT/model_c.log" '$1 == "MAXRSS_KB" { printf "%.0f", $2 / 1024 }')
+mt=$(field "$OUT/model_torch.log" '$1 == "MAXRSS_KB" { printf "%.0f", $2 / 1024 }')
+if [ -n "$mc" ] && [ -n "$mt" ]; then
+    awk -v a="$mc" -v b="$mt" 'BEGIN { printf "%-34s %9d %9d %9.3f   (MB, peak RSS of the whole process, /usr/bin/time)\n", "peak memory, model processes", a, b, a / b }'
+else
+    echo "peak resident memory of bench_model (large, batch $BATCH): ${rss:-?} MB (no /usr/bin/time for torch's)"
+fi
 echo "(time o/t < 1 and im/s o/t > 1 mean ours is faster)"
 
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
