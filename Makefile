@@ -76,7 +76,7 @@ test: deps
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fopenmp -fsanitize=address,undefined" all
-	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 POSTER_BIN=$(abspath build-asan/poster) tests/run_tests.sh build-asan/tests
+	@ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) UBSAN_OPTIONS=print_stacktrace=1 POSTER_BIN=$(abspath build-asan/poster) tests/run_tests.sh build-asan/tests
 
 bench: deps
 	@$(MAKE) --no-print-directory all
