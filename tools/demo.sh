@@ -28,7 +28,10 @@ echo "   (training took $(( $(date +%s) - t0 )) s)"
 echo "== 3/3 evaluating the best checkpoint on the test split"
 "$POSTER" eval --checkpoint "$OUT/run/best.h5" --split test --out "$OUT"
 cp "$OUT/run/curves.png" "$OUT/curves.png"
-first=$(ls "$OUT"/synth/Image/aligned/test_*.jpg | head -1)
+# A glob, not `ls | head -1`: under pipefail, head closing the pipe early
+# (SIGPIPE in ls) would end the script here.
+tests=("$OUT"/synth/Image/aligned/test_*.jpg)
+first=${tests[0]}
 echo
 echo "== predict on $first"
 "$POSTER" predict --checkpoint "$OUT/run/best.h5" "$first"
