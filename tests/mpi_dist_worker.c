@@ -105,9 +105,11 @@ static int mode_collectives(void) {
     CHECK(h == h0, "store hash differs");
 
     s.data[s.n_train] = 100.0f + r;   // a running statistic, per rank
-    s.counters[0] = 9 + r;
+    s.counters[0] = 7 + 1 + r;        // rank r ran 1 + r forwards since the bcast
     dist_sync_buffers(&s);
-    CHECK(s.data[s.n_train] == 100.0f && s.counters[0] == 9, "sync_buffers");
+    CHECK(s.data[s.n_train] == 100.0f, "sync_buffers");
+    CHECK(s.counters[0] == 7 + n + (int64_t)n * (n - 1) / 2, "counter %lld",
+          (long long)s.counters[0]);
     CHECK(s.data[0] == 0.0f, "sync_buffers touched a trainable value");
 
     if (n > 1 && r == n - 1) s.data[5] = nextafterf(s.data[5], 1e9f);   // one bit differs

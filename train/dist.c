@@ -482,7 +482,26 @@ void dist_allreduce_mean(float *buf, int64_t n) {
     for (int64_t i = 0; i < n; i++) buf[i] *= inv;
 }
 
+// Test hook: POSTER_DIST_TEST_KILL=R:K makes rank R kill itself (SIGKILL) on
+// entering its K-th gradient allreduce, to test that a rank dying mid-epoch ends
+// the job and leaves the last checkpoint intact.
+static void test_kill_hook(void) {
+    static int armed = -1, calls;
+    static int kill_rank, kill_at;
+    if (armed < 0) {
+        const char *e = getenv("POSTER_DIST_TEST_KILL");
+        armed = e && sscanf(e, "%d:%d", &kill_rank, &kill_at) == 2;
+    }
+    if (armed && g.rank == kill_rank && ++calls == kill_at) {
+        fprintf(stderr, "poster: rank %d: POSTER_DIST_TEST_KILL: killing myself at gradient "
+                "allreduce %d\n", g.rank, calls);
+        fflush(stderr);
+        raise(SIGKILL);
+    }
+}
+
 void dist_allreduce_grads(float *buf, int64_t n, float scale) {
+    test_kill_hook();
     if (scale != 1.0f) {
 #pragma omp parallel for schedule(static) if (n > 1 << 16)
         for (int64_t i = 0; i < n; i++) buf[i] *= scale;
@@ -524,10 +543,41 @@ void dist_bcast(void *buf, size_t bytes) {
     }
 }
 
+// num_batches_tracked: one process counts every micro-batch forward, so the
+// counters advance by the sum of the ranks' increments since the last sync.
+static struct {
+    const param_store *store;
+    int64_t *snap;
+    int n;
+} g_cnt;
+
+static void counters_snapshot(const param_store *s) {
+    if (g_cnt.n != s->n_counters) {
+        free(g_cnt.snap);
+        g_cnt.snap = malloc((size_t)(s->n_counters ? s->n_counters : 1) * sizeof(int64_t));
+        AG_ASSERT(g_cnt.snap != NULL, "out of memory");
+        g_cnt.n = s->n_counters;
+    }
+    memcpy(g_cnt.snap, s->counters, (size_t)s->n_counters * sizeof(int64_t));
+    g_cnt.store = s;
+}
+
+static void sync_counters(param_store *s) {
+    if (g_cnt.store != s || g_cnt.n != s->n_counters) {
+        dist_bcast(s->counters, (size_t)s->n_counters * sizeof(int64_t));
+    } else {
+        for (int i = 0; i < s->n_counters; i++) s->counters[i] -= g_cnt.snap[i];
+        dist_allreduce_sum_i64(s->counters, s->n_counters);
+        for (int i = 0; i < s->n_counters; i++) s->counters[i] += g_cnt.snap[i];
+    }
+    counters_snapshot(s);
+}
+
 void dist_bcast_store(param_store *s) {
     AG_ASSERT(s->finalized, "param_store not finalized");
     dist_bcast(s->data, (size_t)s->n_float * sizeof(float));
     dist_bcast(s->counters, (size_t)s->n_counters * sizeof(int64_t));
+    counters_snapshot(s);
 }
 
 // Only PARAM_BUFFER tensors (BatchNorm running statistics) change outside the
@@ -557,7 +607,7 @@ void dist_sync_buffers(param_store *s) {
             o += s->params[i].numel;
         }
     free(pack);
-    dist_bcast(s->counters, (size_t)s->n_counters * sizeof(int64_t));
+    sync_counters(s);
 }
 
 int dist_param_hash_check(const param_store *s, const char *when, char *err, size_t errlen) {

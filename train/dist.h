@@ -86,9 +86,11 @@ void dist_bcast(void *buf, size_t bytes);
 // Every float (parameters, buffers) and counter of s from rank 0: all ranks
 // start from rank 0's initialization or checkpoint.
 void dist_bcast_store(param_store *s);
-// The BatchNorm running statistics (PARAM_BUFFER tensors) and the counters from
-// rank 0: after every step, so all ranks hold rank 0's (DataParallel keeps
-// replica 0's, DDP broadcasts rank 0's).
+// The BatchNorm running statistics (PARAM_BUFFER tensors) from rank 0, after
+// every step, so all ranks hold rank 0's (DataParallel keeps replica 0's, DDP
+// broadcasts rank 0's). Counters (num_batches_tracked) advance by the sum of
+// every rank's forwards since the last dist_bcast_store/dist_sync_buffers, as
+// one process counting each micro-batch does.
 void dist_sync_buffers(param_store *s);
 
 // ---- parameter consistency (debug) ----

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/cli.h"
 #include "train/trainer.h"
 
@@ -44,7 +45,7 @@ int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t er
     return rc;
 }
 
-int cli_train(int argc, char **argv) {
+static int train_main(int argc, char **argv) {
     static config c;   // large: keep it off the stack
     config_init(&c);
     train_config_register(&c);
@@ -111,4 +112,17 @@ int cli_train(int argc, char **argv) {
         return 1;
     }
     return 0;
+}
+
+// Under mpirun every rank runs the same command (see train/dist.h); a rank that
+// fails ends the whole job (dist_finalize), so no rank waits for a failed one.
+int cli_train(int argc, char **argv) {
+    char err[512];
+    if (dist_init(&argc, &argv, err, sizeof err)) {
+        fprintf(stderr, "poster train: %s\n", err);
+        return 1;
+    }
+    int rc = train_main(argc, argv);
+    dist_finalize(rc);
+    return rc;
 }

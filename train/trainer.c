@@ -12,6 +12,7 @@
 #include "autograd/ops.h"
 #include "eval/plot.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/sched.h"
 
@@ -45,6 +46,7 @@ void train_config_register(config *c) {
     optim_config_register(c);
     sched_config_register(c);
     loss_config_register(c);
+    dist_config_register(c);
 }
 
 int train_opts_from_config(const config *c, train_opts *o, char *err, size_t errlen) {
@@ -169,18 +171,26 @@ int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *
     lo.log = stderr;
     loader *L = loader_create(d, &lo, err, errlen);
     if (!L) return -1;
+    // Several ranks: each evaluates a block of whole batches (the same batches one
+    // process forms, so the same logits), then the counts and sums are reduced.
+    int64_t nb_total = loader_batches_per_epoch(L), b_first = 0, b_count = nb_total;
+    if (ea->max_batches && ea->max_batches < nb_total) nb_total = ea->max_batches;
+    dist_shard(nb_total, dist_rank(), dist_size(), &b_first, &b_count);
     loader_start_epoch(L, 0);
+    if (b_first > 0) loader_seek(L, 0, (int)b_first);
     const int S = ea->image_size, K = poster_options(m)->num_classes;
     float *img = malloc((size_t)ea->batch_size * 3 * S * S * sizeof(float));
     int64_t *lab = malloc((size_t)ea->batch_size * sizeof(int64_t));
-    float *all = logits_out ? malloc((size_t)dataset_size(d) * K * sizeof(float)) : NULL;
+    float *all = logits_out ? calloc((size_t)dataset_size(d) * K, sizeof(float)) : NULL;
     AG_ASSERT(img && lab && (!logits_out || all), "out of memory");
     double loss_sum = 0;
-    int64_t seen = 0;
+    int64_t seen = b_first * ea->batch_size, seen0 = seen;
     int rc = 0, nb = 0;
+    confusion local;
+    confusion_init(&local, cm->k);
     bool prev = ag_no_grad_begin();
     for (;;) {
-        if (ea->max_batches && nb >= ea->max_batches) break;
+        if (nb >= b_count) break;
         int n = loader_next(L, img, lab, err, errlen);
         if (n < 0) {
             rc = -1;
@@ -204,7 +214,7 @@ int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *
             tensor *l = loss_compute(ea->loss, z, lab);
             loss_sum += (double)l->data[0] * n;
         }
-        confusion_add_logits(cm, z->data, lab, n);
+        confusion_add_logits(&local, z->data, lab, n);
         if (all && seen + n <= dataset_size(d))
             memcpy(all + seen * K, z->data, (size_t)n * K * sizeof(float));
         seen += n;
@@ -215,6 +225,22 @@ int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *
     loader_free(L);
     free(img);
     free(lab);
+    // Every rank takes part in the reduction, failed or not, so none waits.
+    double red[3] = {loss_sum, (double)(seen - seen0), rc ? 1.0 : 0.0};
+    dist_allreduce_sum_f64(red, 3);
+    dist_allreduce_sum_i64(local.m, (int64_t)local.k * local.k);
+    if (all) dist_allreduce_sum_f32(all, (int64_t)dataset_size(d) * K);
+    if (!rc && red[2] > 0) {
+        snprintf(err, errlen, "evaluation failed on another rank (see its message)");
+        rc = -1;
+    }
+    for (int i = 0; i < local.k * local.k; i++) {
+        cm->m[i] += local.m[i];
+        cm->n += local.m[i];
+    }
+    confusion_free(&local);
+    loss_sum = red[0];
+    seen = (int64_t)red[1];
     if (mean_loss) *mean_loss = seen ? loss_sum / seen : NAN;
     if (logits_out) {
         if (rc) free(all);
@@ -245,18 +271,25 @@ typedef struct run {
     int64_t *lab;
     int64_t step;             // optimizer steps so far (global)
     int64_t skipped;
+    int64_t drop_draws;       // drop-path draws per sample per forward (several ranks)
 } run;
 
-// One forward/backward over the batch in micro-batches. Gradients accumulate
-// into s->grad as d(mean loss over n)/dw. Returns 0, or 1 on a non-finite loss
-// (err names it).
-static int pass(run *r, int n, double *loss_out, int64_t *correct_out, char *err,
-                size_t errlen) {
+// One forward/backward over samples [first, first + count) of the batch of n
+// (this rank's shard; all of it in one process) in micro-batches. Gradients
+// accumulate into s->grad as this shard's part of d(mean loss over n)/dw, so the
+// sum over ranks is the gradient of the whole batch. Drop path draws what one
+// process draws for these samples. Outputs the shard's loss sum and correct
+// count. Returns 0, or 1 on a non-finite loss (err names it).
+static int pass(run *r, int first, int count, int n, double *loss_out, int64_t *correct_out,
+                char *err, size_t errlen) {
     const int S = r->image_size, K = poster_options(r->model)->num_classes;
     double loss_sum = 0;
     int64_t correct = 0;
-    for (int off = 0; off < n; off += r->o.micro_batch) {
-        int m = n - off < r->o.micro_batch ? n - off : r->o.micro_batch;
+    const rng drop0 = r->drop_rng;
+    if (dist_active()) dist_rng_skip(&r->drop_rng, r->drop_draws * first);
+    int rc = 0;
+    for (int off = first; off < first + count; off += r->o.micro_batch) {
+        int m = first + count - off < r->o.micro_batch ? first + count - off : r->o.micro_batch;
         tensor *x = tensor_from(4, (int[]){m, 3, S, S}, r->img + (int64_t)off * 3 * S * S);
         tensor *z = poster_forward(r->model, x, true, &r->drop_rng);
         tensor *l = loss_compute(&r->lo, z, r->lab + off);
@@ -265,7 +298,8 @@ static int pass(run *r, int n, double *loss_out, int64_t *correct_out, char *err
             snprintf(err, errlen, "loss is %s (micro-batch at sample %d)", isnan(lv) ? "nan" : "inf",
                      off);
             ag_step_reset();
-            return 1;
+            rc = 1;
+            break;
         }
         loss_sum += (double)lv * m;
         for (int i = 0; i < m; i++)
@@ -275,26 +309,45 @@ static int pass(run *r, int n, double *loss_out, int64_t *correct_out, char *err
         ag_backward_seed(l, &seed);
         ag_step_reset();
     }
-    *loss_out = loss_sum / n;
+    // Every rank continues where one process would after the whole batch.
+    if (dist_active()) {
+        r->drop_rng = drop0;
+        dist_rng_skip(&r->drop_rng, r->drop_draws * n);
+    }
+    *loss_out = loss_sum;
     *correct_out = correct;
+    return rc;
+}
+
+// Several ranks: whether any rank's pass failed (every rank calls this after
+// each pass, so all take the same branch), then the gradient sum over ranks.
+static int reduce_pass(run *r, int nf, char *why, size_t whylen) {
+    if (!dist_active()) return nf;
+    double any = nf;
+    dist_allreduce_max_f64(&any, 1);
+    if (any > 0 && !nf) snprintf(why, whylen, "non-finite loss on another rank");
+    if (any > 0) return 1;
+    dist_allreduce_grads(r->s->grad, r->s->n_train, 1.0f);
     return 0;
 }
 
 // A whole optimizer step (SAM: two passes). Returns 0 ok, 1 skipped (non-finite
 // and on_nonfinite = skip), -1 stop (err says where).
-static int train_step(run *r, int n, int epoch, int batch, double *loss, int64_t *correct,
-                      char *err, size_t errlen) {
+static int train_step(run *r, int first, int count, int n, int epoch, int batch, double *loss,
+                      int64_t *correct, char *err, size_t errlen) {
     char why[256] = "";
     const char *bad = NULL;
     store_zero_grad(r->s);
-    int nf = pass(r, n, loss, correct, why, sizeof why);
+    int nf = pass(r, first, count, n, loss, correct, why, sizeof why);
+    nf = reduce_pass(r, nf, why, sizeof why);
     if (!nf && (bad = train_first_nonfinite_grad(r->s)))
         snprintf(why, sizeof why, "gradient of '%s' is not finite", bad), nf = 1;
     if (!nf && r->oo.sam) {
         optim_sam_perturb(r->opt);
         store_zero_grad(r->s);
         // The official loop reports the loss and accuracy of the second pass.
-        nf = pass(r, n, loss, correct, why, sizeof why);
+        nf = pass(r, first, count, n, loss, correct, why, sizeof why);
+        nf = reduce_pass(r, nf, why, sizeof why);
         if (!nf && (bad = train_first_nonfinite_grad(r->s)))
             snprintf(why, sizeof why, "gradient of '%s' is not finite (SAM second pass)", bad),
                 nf = 1;
@@ -307,9 +360,12 @@ static int train_step(run *r, int n, int epoch, int batch, double *loss, int64_t
         if (r->o.on_nonfinite == NONFINITE_STOP) return -1;
         fprintf(r->log, "\n%s; step skipped (train.on_nonfinite = skip)\n", err);
         r->skipped++;
+        dist_sync_buffers(r->s);
         return 1;
     }
     optim_step(r->opt);
+    // BatchNorm running statistics: rank 0's everywhere (see dist.h).
+    dist_sync_buffers(r->s);
     return 0;
 }
 
@@ -320,6 +376,7 @@ static void fmt_hms(double s, char *buf, size_t n) {
 }
 
 static void write_logs(run *r, const double *row) {
+    if (!dist_is_root()) return;
     char path[1100];
     snprintf(path, sizeof path, "%s/log.csv", r->o.out_dir);
     bool header = access(path, F_OK) != 0;
@@ -353,7 +410,7 @@ static void write_logs(run *r, const double *row) {
 
 static void draw_curves(run *r) {
     int n = r->ci.n_hist;
-    if (!n || !r->o.plots) return;
+    if (!n || !r->o.plots || !dist_is_root()) return;
     double *cols = malloc((size_t)n * 5 * sizeof(double));
     AG_ASSERT(cols != NULL, "out of memory");
     const int src[5] = {HIST_EPOCH, HIST_TRAIN_LOSS, HIST_VAL_LOSS, HIST_TRAIN_ACC, HIST_VAL_ACC};
@@ -368,7 +425,7 @@ static void draw_curves(run *r) {
 }
 
 static void save_confusion(run *r, const confusion *cm, const metrics *mt, const char *stem) {
-    if (!r->o.plots) return;
+    if (!r->o.plots || !dist_is_root()) return;
     int k = cm->k;
     const char **names = malloc((size_t)k * sizeof(char *));
     for (int i = 0; i < k; i++) names[i] = dataset_class_name(r->val_ds, i);
@@ -384,6 +441,7 @@ static void save_confusion(run *r, const confusion *cm, const metrics *mt, const
 }
 
 static int save_ckpt(run *r, const char *name, char *err, size_t errlen) {
+    if (!dist_is_root()) return 0;   // rank 0 alone writes
     char path[1100];
     snprintf(path, sizeof path, "%s/%s", r->o.out_dir, name);
     ckpt_info_add_rng(&r->ci, "drop_path", &r->drop_rng);
@@ -411,16 +469,73 @@ static int load_init_list(run *r, const char *list, char *err, size_t errlen) {
     return 0;
 }
 
+// Several ranks: all start from rank 0's state (parameters, buffers, optimizer
+// state, drop-path stream, progress), and measure how many drop-path draws a
+// sample takes per forward, to draw per shard what one process draws.
+static int dist_setup(run *r, const poster_opts *po, char *err, size_t errlen) {
+    dist_bcast_store(r->s);
+    optimizer *o = r->opt;
+    if (o->buf1) dist_bcast(o->buf1, (size_t)o->n * sizeof(float));
+    if (o->buf2) dist_bcast(o->buf2, (size_t)o->n * sizeof(float));
+    dist_bcast(&o->step, sizeof o->step);
+    dist_bcast(&o->buf1_init, sizeof o->buf1_init);
+    dist_bcast(&r->drop_rng, sizeof r->drop_rng);
+    dist_bcast(&r->step, sizeof r->step);
+    dist_bcast(&r->ci.epoch, sizeof r->ci.epoch);
+    dist_bcast(&r->ci.batches_done, sizeof r->ci.batches_done);
+    r->drop_draws = 0;
+    if (po->drop_path_rate > 0) {
+        // A training forward of 2 samples on a copy of the stream; the running
+        // statistics it moves are put back.
+        param_store *s = r->s;
+        size_t nb = (size_t)(s->n_float - s->n_train) * sizeof(float);
+        float *buf = malloc(nb ? nb : 1);
+        int64_t *cnt = malloc((size_t)(s->n_counters ? s->n_counters : 1) * sizeof(int64_t));
+        AG_ASSERT(buf && cnt, "out of memory");
+        memcpy(buf, s->data + s->n_train, nb);
+        memcpy(cnt, s->counters, (size_t)s->n_counters * sizeof(int64_t));
+        const int S = r->image_size;
+        rng t = r->drop_rng;
+        bool prev = ag_no_grad_begin();
+        tensor *x = tensor_zeros(4, (int[]){2, 3, S, S});
+        poster_forward(r->model, x, true, &t);
+        ag_no_grad_end(prev);
+        ag_step_reset();
+        memcpy(s->data + s->n_train, buf, nb);
+        memcpy(s->counters, cnt, (size_t)s->n_counters * sizeof(int64_t));
+        free(buf);
+        free(cnt);
+        int64_t k = dist_rng_distance(&r->drop_rng, &t, 10000000);
+        if (k < 0 || k % 2) {
+            snprintf(err, errlen, "cannot count the drop-path draws of a forward (%lld)",
+                     (long long)k);
+            return -1;
+        }
+        r->drop_draws = k / 2;
+    }
+    return 0;
+}
+
 static int setup(run *r, const train_args *a, char *err, size_t errlen) {
     if (train_opts_from_config(r->c, &r->o, err, errlen) ||
         optim_opts_from_config(r->c, &r->oo, err, errlen) ||
         sched_opts_from_config(r->c, &r->so, err, errlen) ||
         loss_opts_from_config(r->c, &r->lo, err, errlen))
         return -1;
-    ops_set_threads(r->o.threads);
+    dist_opts dop;
+    dist_opts_from_config(r->c, &dop);
+    dist_configure(&dop);
+    int threads = r->o.threads;
+    if (threads == 0 && dist_local_size() > 1) {
+        // Ranks sharing a machine share its cores.
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = (int)(cores / dist_local_size());
+        if (threads < 1) threads = 1;
+    }
+    ops_set_threads(threads);
     if (dataset_open(r->c, "train", &r->train_ds, err, errlen)) return -1;
     if (dataset_open(r->c, r->o.eval_split, &r->val_ds, err, errlen)) return -1;
-    if (mkdir_p(r->o.out_dir, err, errlen)) return -1;
+    if (dist_is_root() && mkdir_p(r->o.out_dir, err, errlen)) return -1;
     poster_opts po;
     if (train_model_opts(r->c, dataset_num_classes(r->train_ds), &po, err, errlen)) return -1;
     if (!config_has(r->c, "model.num_classes")) {   // recorded for eval/predict
@@ -468,7 +583,7 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
     }
     char path[1100];
     snprintf(path, sizeof path, "%s/config.ini", r->o.out_dir);
-    FILE *f = fopen(path, "w");
+    FILE *f = dist_is_root() ? fopen(path, "w") : NULL;
     if (f) {
         fputs(dump, f);
         fclose(f);
@@ -479,6 +594,7 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
     r->image_size = lo.image_size;
     r->L = loader_create(r->train_ds, &lo, err, errlen);
     if (!r->L) return -1;
+    if (dist_active() && dist_setup(r, &po, err, errlen)) return -1;
     const int S = r->image_size;
     r->img = malloc((size_t)r->o.batch_size * 3 * S * S * sizeof(float));
     r->lab = malloc((size_t)r->o.batch_size * sizeof(int64_t));
@@ -504,15 +620,20 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
     run *r = &R;
     r->c = c;
     r->log = a->log ? a->log : stderr;
+    // Rank 0 reports for the job; the others' messages would repeat its own.
+    FILE *quiet = dist_is_root() ? NULL : fopen("/dev/null", "w");
+    if (quiet) r->log = quiet;
     if (res) memset(res, 0, sizeof(*res));
     int rc = setup(r, a, err, errlen);
     if (rc) {
         teardown(r);
+        if (quiet) fclose(quiet);
         return rc;
     }
     const int bpe_full = loader_batches_per_epoch(r->L);
     const int bpe = r->o.max_batches && r->o.max_batches < bpe_full ? r->o.max_batches : bpe_full;
     const bool tty = isatty(fileno(stderr));
+    if (!dist_is_root()) r->o.progress = 0;   // rank 0 reports for the job
     fprintf(r->log, "training %d epochs x %d batches of %d (micro-batch %d), %s%s, lr %g, "
             "%d train / %d %s samples -> %s\n",
             r->o.epochs, bpe, r->o.batch_size, r->o.micro_batch, r->oo.sam ? "SAM + " : "",
@@ -526,7 +647,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
         int start_batch = epoch == r->ci.epoch ? r->ci.batches_done : 0;
         if (start_batch) loader_seek(r->L, epoch, start_batch);
         double loss_sum = 0, lr = r->oo.lr;
-        int64_t correct = 0, seen = 0;
+        int64_t correct = 0, seen = 0, seen_local = 0;
         double last_print = 0;
         for (int b = start_batch; b < bpe; b++) {
             int n = loader_next(r->L, r->img, r->lab, err, errlen);
@@ -538,8 +659,9 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
             lr = sched_lr(&r->so, r->oo.lr, epoch, b, bpe);
             optim_set_lr(r->opt, lr);
             double l;
-            int64_t ok;
-            int st = train_step(r, n, epoch, b, &l, &ok, err, errlen);
+            int64_t ok, first, count;
+            dist_shard(n, dist_rank(), dist_size(), &first, &count);   // this rank's share
+            int st = train_step(r, (int)first, (int)count, n, epoch, b, &l, &ok, err, errlen);
             if (st < 0) {
                 rc = -1;
                 break;
@@ -547,9 +669,10 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
             r->step++;
             steps_this_run++;
             if (st == 0) {
-                loss_sum += l * n;
+                loss_sum += l;
                 correct += ok;
                 seen += n;
+                seen_local += count;
             }
             double t = now_s();
             if (r->o.progress && (t - last_print > (tty ? 0.5 : 30) || b == bpe - 1)) {
@@ -561,13 +684,28 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                 fprintf(stderr, "%sepoch %d/%d [%d/%d] %.1f samples/s ETA %s loss %.4f acc %.4f "
                         "lr %.3g%s",
                         tty ? "\r" : "", epoch + 1, r->o.epochs, b + 1, bpe,
-                        seen / (el > 0 ? el : 1), eta_s, seen ? loss_sum / seen : NAN,
-                        seen ? (double)correct / seen : 0.0, lr, tty ? "\033[K" : "\n");
+                        seen / (el > 0 ? el : 1), eta_s,
+                        seen_local ? loss_sum / seen_local : NAN,
+                        seen_local ? (double)correct / seen_local : 0.0, lr,
+                        tty ? "\033[K" : "\n");
                 fflush(stderr);
             }
         }
         if (r->o.progress && tty) fputc('\n', stderr);
         if (rc) break;
+        // The epoch's training loss and accuracy over all ranks' samples.
+        double red[2] = {loss_sum, (double)correct};
+        dist_allreduce_sum_f64(red, 2);
+        loss_sum = red[0];
+        correct = (int64_t)red[1];
+        if (dist_options()->check_params) {
+            char when[64];
+            snprintf(when, sizeof when, "after epoch %d", epoch + 1);
+            if (dist_param_hash_check(r->s, when, err, errlen)) {
+                rc = -1;
+                break;
+            }
+        }
         // ---- end of epoch: evaluate, log, checkpoint, pictures ----
         r->ci.epoch = epoch + 1;
         r->ci.batches_done = 0;
@@ -651,5 +789,6 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
         memcpy(res->counters, r->s->counters, (size_t)r->s->n_counters * sizeof(int64_t));
     }
     teardown(r);
+    if (quiet) fclose(quiet);
     return rc;
 }
