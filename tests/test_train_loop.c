@@ -95,7 +95,7 @@ static void test_learns(void **st) {
     assert_int_equal(res.epochs_done, 8);
     assert_true(res.last_train_loss < 0.8 * res.first_train_loss);
     assert_true(res.last_train_acc > res.first_train_acc);
-    assert_true(res.best_val_acc >= 0.5);   // chance is 1/7
+    assert_true(res.best_val_acc >= 0.7);   // chance is 1/7; 0.97 measured on the current synth
     // Everything a run promises to leave behind.
     const char *files[] = {"/last.h5", "/best.h5", "/log.csv", "/log.jsonl", "/config.ini",
                            "/curves.png", "/confusion.png", "/confusion.csv", NULL};
@@ -345,13 +345,14 @@ static void test_long_accuracy(void **st) {
         return;
     }
     // 150 faces per class (840 train / 210 validation), the demo's recipe
-    // (configs/demo.ini: warmup + cosine, lr 1e-3, no drop path), a few more epochs.
+    // (configs/demo.ini: warmup + cosine, lr 1e-3, no drop path), 6 epochs (the demo
+    // passes 90% test accuracy in its 3rd epoch on 560 faces).
     assert_int_equal(synth_ready(tp("/synth_long"), 150), 0);
     static config c;
     char err[2048];
     rm_tree("/long");
     small_config(&c, tp("/synth_long"), tp("/long"),
-                 (const char *[]){"train.epochs=8", "train.batch_size=32", "train.micro_batch=16",
+                 (const char *[]){"train.epochs=6", "train.batch_size=32", "train.micro_batch=16",
                                   "optim.lr=1e-3", "sched.name=cosine", "sched.warmup_epochs=1",
                                   "model.drop_path_rate=0", NULL});
     FILE *log = quiet_log();
