@@ -7,6 +7,9 @@ set -euo pipefail
 POSTER=${1:?usage: tools/demo.sh PATH/TO/poster [--set k=v ...]}
 shift
 OUT=${DEMO_OUT:-demo_out}
+# The loader's decoding thread shares the cores with OpenMP: sleeping (not
+# spinning) OpenMP waits leave it room. A user's own setting wins.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 mkdir -p "$OUT"
 # 100 faces per class: 80 train + 20 test per class (560 / 140). Generating them
 # takes about a second; the data set is regenerated when this recipe changes
