@@ -435,43 +435,6 @@ static void test_subsample_values(void **state) {
 // ---------------------------------------------------------------------------
 // Accumulation: backward adds into existing gradients, never overwrites.
 
-// Runs f twice with the same upstream gradient: every input's gradient must
-// double (backward adds into the existing buffer) and must not be zero.
-static void check_accumulates(const char *name, tu_fn f, void *ctx, int n, tensor **in) {
-    float *first[8];
-    float *seed = NULL;
-    for (int pass = 0; pass < 2; pass++) {
-        tensor *y = f(in, ctx);
-        if (!seed) {
-            rng r;
-            rng_seed(&r, 77);
-            seed = malloc((size_t)y->numel * sizeof(float));
-            for (int64_t i = 0; i < y->numel; i++) seed[i] = (float)(rng_uniform(&r) * 2 - 1);
-        }
-        ag_backward_seed(y, seed);
-        for (int k = 0; pass == 0 && k < n; k++) {
-            first[k] = NULL;
-            if (!in[k]->requires_grad) continue;
-            first[k] = malloc((size_t)in[k]->numel * sizeof(float));
-            memcpy(first[k], tensor_grad(in[k]), (size_t)in[k]->numel * sizeof(float));
-        }
-    }
-    for (int k = 0; k < n; k++) {
-        if (!first[k]) continue;
-        double s = 0;
-        for (int64_t i = 0; i < in[k]->numel; i++) {
-            float g1 = first[k][i], g2 = in[k]->grad[i];
-            s += fabsf(g1);
-            if (!(fabsf(g2 - 2 * g1) <= 1e-6f + 1e-5f * fabsf(g1)))
-                fail_msg("%s: input %d element %lld: %g after two passes, %g after one", name,
-                         k, (long long)i, (double)g2, (double)g1);
-        }
-        if (!(s > 0)) fail_msg("%s: input %d got no gradient", name, k);
-        free(first[k]);
-    }
-    free(seed);
-}
-
 // Each op on its own, with leaves as inputs, so an overwrite cannot hide
 // behind a fresh intermediate gradient buffer.
 static void test_each_op_accumulates(void **state) {
@@ -481,14 +444,14 @@ static void test_each_op_accumulates(void **state) {
     for (int k = 0; k < 3; k++) {
         // both-sided broadcast: full-size and reduced gradients in one op
         tensor *in[2] = {tu_leaf(&r, T_SHAPE(2, 3, 1), -1, 1), tu_leaf(&r, T_SHAPE(1, 3, 4), -1, 1)};
-        check_accumulates(kind_name[k], binary_fn, &(op_ctx){.kind = k}, 2, in);
+        tu_check_accumulates(kind_name[k], binary_fn, &(op_ctx){.kind = k}, 2, in);
         tensor *same[2] = {tu_leaf(&r, T_SHAPE(5, 7), -1, 1), tu_leaf(&r, T_SHAPE(5, 7), -1, 1)};
-        check_accumulates(kind_name[k], binary_fn, &(op_ctx){.kind = k}, 2, same);
+        tu_check_accumulates(kind_name[k], binary_fn, &(op_ctx){.kind = k}, 2, same);
     }
     for (int k = U_SCALE; k <= U_PRELU; k++) {
         tensor *in[2] = {tu_leaf(&r, T_SHAPE(2, 3, 4), -2, 2), tu_leaf(&r, T_SHAPE(3), 0.1f, 0.5f)};
         push_from_zero(in[0], 0.05f);
-        check_accumulates("unary", unary_fn, &(op_ctx){.kind = k, .fv = 0.5f},
+        tu_check_accumulates("unary", unary_fn, &(op_ctx){.kind = k, .fv = 0.5f},
                           k == U_PRELU ? 2 : 1, in);
     }
     static const op_ctx shape_ops[] = {
@@ -497,13 +460,13 @@ static void test_each_op_accumulates(void **state) {
     for (size_t k = 0; k < sizeof shape_ops / sizeof shape_ops[0]; k++) {
         tensor *in[1] = {tu_leaf(&r, T_SHAPE(2, 3, 2, 2), -1, 1)};
         op_ctx c = shape_ops[k];
-        check_accumulates("shape op", shape_fn, &c, 1, in);
+        tu_check_accumulates("shape op", shape_fn, &c, 1, in);
     }
     tensor *in2[2] = {tu_leaf(&r, T_SHAPE(2, 3, 4), -2, 2), tu_leaf(&r, T_SHAPE(6, 4), -1, 1)};
-    check_accumulates("view chain", shape_fn, &(op_ctx){S_CHAIN, {0}, 0}, 2, in2);
+    tu_check_accumulates("view chain", shape_fn, &(op_ctx){S_CHAIN, {0}, 0}, 2, in2);
     tensor *cc[3] = {tu_leaf(&r, T_SHAPE(2, 1), -1, 1), tu_leaf(&r, T_SHAPE(2, 2), -1, 1),
                      tu_leaf(&r, T_SHAPE(2, 3), -1, 1)};
-    check_accumulates("concat", concat_fn, &(op_ctx){0, {1, 3}, 0}, 3, cc);
+    tu_check_accumulates("concat", concat_fn, &(op_ctx){0, {1, 3}, 0}, 3, cc);
     ag_step_reset();
 }
 

@@ -395,42 +395,6 @@ static void test_cross_entropy_bad_target(void **state) {
 // ---------------------------------------------------------------------------
 // Accumulation
 
-// Runs f twice with the same upstream gradient: every input's gradient must
-// double (backward adds into the existing buffer) and must not be zero.
-static void check_accumulates(const char *name, tu_fn f, void *ctx, int n, tensor **in) {
-    float *first[8];
-    float *seed = NULL;
-    for (int pass = 0; pass < 2; pass++) {
-        tensor *y = f(in, ctx);
-        if (!seed) {
-            rng r;
-            rng_seed(&r, 77);
-            seed = malloc((size_t)y->numel * sizeof(float));
-            for (int64_t i = 0; i < y->numel; i++) seed[i] = (float)(rng_uniform(&r) * 2 - 1);
-        }
-        ag_backward_seed(y, seed);
-        for (int k = 0; pass == 0 && k < n; k++) {
-            first[k] = NULL;
-            if (!in[k]->requires_grad) continue;
-            first[k] = malloc((size_t)in[k]->numel * sizeof(float));
-            memcpy(first[k], tensor_grad(in[k]), (size_t)in[k]->numel * sizeof(float));
-        }
-    }
-    for (int k = 0; k < n; k++) {
-        if (!first[k]) continue;
-        double s = 0;
-        for (int64_t i = 0; i < in[k]->numel; i++) {
-            float g1 = first[k][i], g2 = in[k]->grad[i];
-            s += fabsf(g1);
-            if (!(fabsf(g2 - 2 * g1) <= 1e-6f + 1e-5f * fabsf(g1)))
-                fail_msg("%s: input %d element %lld: %g after two passes, %g after one", name,
-                         k, (long long)i, (double)g2, (double)g1);
-        }
-        if (!(s > 0)) fail_msg("%s: input %d got no gradient", name, k);
-        free(first[k]);
-    }
-    free(seed);
-}
 
 static void test_each_op_accumulates(void **state) {
     (void)state;
@@ -438,23 +402,23 @@ static void test_each_op_accumulates(void **state) {
     rng_seed(&r, 10);
     for (int lg = 0; lg < 2; lg++) {
         tensor *in[1] = {tu_leaf(&r, T_SHAPE(3, 5), -2, 2)};
-        check_accumulates(lg ? "log_softmax" : "softmax", softmax_fn, &lg, 1, in);
+        tu_check_accumulates(lg ? "log_softmax" : "softmax", softmax_fn, &lg, 1, in);
     }
     tensor *ln[3] = {tu_leaf(&r, T_SHAPE(3, 6), -1, 1), tu_leaf(&r, T_SHAPE(6), 0.5f, 1.5f),
                      tu_leaf(&r, T_SHAPE(6), -1, 1)};
-    check_accumulates("layernorm", ln_fn, &(ln_ctx){1e-5f, true, true}, 3, ln);
+    tu_check_accumulates("layernorm", ln_fn, &(ln_ctx){1e-5f, true, true}, 3, ln);
     for (int training = 0; training < 2; training++) {
         tensor *in[3] = {tu_leaf(&r, T_SHAPE(3, 2, 4), -1, 2), tu_leaf(&r, T_SHAPE(2), 0.5f, 1.5f),
                          tu_leaf(&r, T_SHAPE(2), -1, 1)};
         tensor *rm = tu_rand(&r, T_SHAPE(2), -1, 1), *rv = tu_rand(&r, T_SHAPE(2), 0.5f, 2);
         bn_ctx c = {{NULL, NULL, rm, rv, NULL, training, 0.1f, 1e-5f}, true};
-        check_accumulates(training ? "batchnorm train" : "batchnorm eval", bn_fn, &c, 3, in);
+        tu_check_accumulates(training ? "batchnorm train" : "batchnorm eval", bn_fn, &c, 3, in);
     }
     tensor *dp[1] = {tu_leaf(&r, T_SHAPE(8, 3), -1, 1)};
-    check_accumulates("drop_path", dp_fn, &(dp_ctx){0.25f, 4}, 1, dp);
+    tu_check_accumulates("drop_path", dp_fn, &(dp_ctx){0.25f, 4}, 1, dp);
     int64_t target[3] = {2, 0, 4};
     tensor *ce[1] = {tu_leaf(&r, T_SHAPE(3, 5), -2, 2)};
-    check_accumulates("cross_entropy", ce_fn, &(ce_ctx){target, 0.2f}, 1, ce);
+    tu_check_accumulates("cross_entropy", ce_fn, &(ce_ctx){target, 0.2f}, 1, ce);
     ag_step_reset();
 }
 

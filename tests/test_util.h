@@ -117,6 +117,43 @@ static inline int tu_gradcheck(const char *name, tu_fn f, void *ctx, int n,
     return bad;
 }
 
+// Accumulation: Runs f twice with the same upstream gradient: every input's gradient must
+// double (backward adds into the existing buffer) and must not be zero.
+static inline void tu_check_accumulates(const char *name, tu_fn f, void *ctx, int n, tensor **in) {
+    float *first[8];
+    float *seed = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        tensor *y = f(in, ctx);
+        if (!seed) {
+            rng r;
+            rng_seed(&r, 77);
+            seed = malloc((size_t)y->numel * sizeof(float));
+            for (int64_t i = 0; i < y->numel; i++) seed[i] = (float)(rng_uniform(&r) * 2 - 1);
+        }
+        ag_backward_seed(y, seed);
+        for (int k = 0; pass == 0 && k < n; k++) {
+            first[k] = NULL;
+            if (!in[k]->requires_grad) continue;
+            first[k] = malloc((size_t)in[k]->numel * sizeof(float));
+            memcpy(first[k], tensor_grad(in[k]), (size_t)in[k]->numel * sizeof(float));
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        if (!first[k]) continue;
+        double s = 0;
+        for (int64_t i = 0; i < in[k]->numel; i++) {
+            float g1 = first[k][i], g2 = in[k]->grad[i];
+            s += fabsf(g1);
+            if (!(fabsf(g2 - 2 * g1) <= 1e-6f + 1e-5f * fabsf(g1)))
+                fail_msg("%s: input %d element %lld: %g after two passes, %g after one", name,
+                         k, (long long)i, (double)g2, (double)g1);
+        }
+        if (!(s > 0)) fail_msg("%s: input %d got no gradient", name, k);
+        free(first[k]);
+    }
+    free(seed);
+}
+
 // ---------------------------------------------------------------------------
 // Fixtures written by tests/reference/*.py with h5py.
 
