@@ -1,5 +1,5 @@
 // The POSTER model's structure: every tensor of the official state dict under
-// its name and shape (../shared/poster_state_dict.tsv), parameter kinds, the
+// its name and shape (docs/poster_state_dict.tsv), parameter kinds, the
 // parameter counts of the spec's "Sizes" table and the ablations, options and
 // their validation, PyTorch-default initialization, and the HDF5 state files.
 // Forward behaviour (modes, streams, drop path, CLI) is in test_model_forward.c;
@@ -13,7 +13,7 @@
 #include "layers/poster.h"
 #include "layers/state_io.h"
 
-#define TSV "../shared/poster_state_dict.tsv"
+#define TSV "docs/poster_state_dict.tsv"
 #define TMP "build/tmp_model"
 
 static poster_model *make(const char *text, uint64_t seed) {
@@ -42,7 +42,7 @@ static void test_state_dict_matches_tsv(void **state) {
     (void)state;
     FILE *f = fopen(TSV, "r");
     if (!f) fail_msg("cannot open %s (run the tests from the repository root; the TSV lives "
-                     "in ../shared/)", TSV);
+                     "in docs/)", TSV);
     poster_model *m = make("", 1);
     param_store *s = poster_store(m);
     char line[512];

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""Our own PyTorch restatement of POSTER (see ../../../shared/POSTER_SPEC.md).
+"""Our own PyTorch restatement of POSTER (see docs/POSTER.md).
 
 Written from the spec and a reading of the official code; it is the reference the
 C model is compared against (tests/reference/make_poster_fixture.py,
 tools/check_torch.sh). State dict names and shapes equal the official model's
-(/work/shared/poster_state_dict.tsv) for the default options.
+(docs/poster_state_dict.tsv) for the default options.
 
 Also defines THE CONTRACT with the C side for deterministic weights and inputs
 (no weights are stored anywhere): `contract_values(name, shape, role)`.
@@ -588,14 +588,13 @@ def check_against_tsv(model, path):
     return len(rows)
 
 
-DEFAULT_TSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                           "shared", "poster_state_dict.tsv")
+DEFAULT_TSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                           "poster_state_dict.tsv")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tsv", default=DEFAULT_TSV if os.path.exists(DEFAULT_TSV)
-                    else "/work/shared/poster_state_dict.tsv")
+    ap.add_argument("--tsv", default=DEFAULT_TSV)
     a = ap.parse_args()
     model = Poster()
     n = check_against_tsv(model, a.tsv)

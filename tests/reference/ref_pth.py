@@ -8,7 +8,7 @@ replaced by '_') holding every tensor the C reader must return, by its final
 name (after 'module.' is stripped), float32 or int64, plus attributes `file`
 (the checkpoint's name) and `count` (how many tensors).
 
-The tensors use official POSTER key names (see /work/shared/poster_state_dict.tsv)
+The tensors use official POSTER key names (see docs/poster_state_dict.tsv)
 at reduced sizes, and cover: float16 and bfloat16/float64 storages, a transposed
 (non-contiguous) tensor, a strided slice with a storage offset, two tensors sharing
 one storage, int64 num_batches_tracked scalars, the OrderedDict _metadata of a real
