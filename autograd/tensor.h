@@ -1,6 +1,6 @@
 // Tensors, the activation arena, the parameter store and the eager tape.
 //
-// Lifetimes (see DEVELOPERS.md, "Memory by lifetime"):
+// Memory by lifetime:
 //   - parameters, their gradients and optimizer state live in one param_store:
 //     contiguous, identically laid-out float buffers; trainable tensors come
 //     first so one loop over [0, n_train) zeroes, clips or steps them all;

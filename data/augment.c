@@ -1,4 +1,4 @@
-// The official training augmentations and normalization (POSTER_SPEC.md, "Data
+// The official training augmentations and normalization (docs/POSTER.md, "Input
 // pipeline"), computed on the source image so that the 112 fast path (only the
 // pixels x[:, :, ::2, ::2] of the 224 result) gives exactly the same values.
 //

@@ -1,5 +1,5 @@
 // Datasets and the prefetching loader: files on disk -> normalized batches.
-// See ../shared/POSTER_SPEC.md, "Data pipeline" and "Datasets on disk".
+// See docs/POSTER.md, "Input pipeline" and "Datasets on disk".
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-// Datasets on disk (POSTER_SPEC.md, "Datasets on disk"): RAF-DB basic,
+// Datasets on disk (docs/POSTER.md, "Datasets on disk"): RAF-DB basic,
 // FERPlus (fer2013.csv + fer2013new.csv, majority vote), AffectNet in three
 // layouts, and custom data (a folder per class, or a "path,label" CSV list).
 // Every problem names the file and line; with data.skip_bad the bad lines are

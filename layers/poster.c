@@ -447,7 +447,7 @@ void poster_contract_fill(const char *name, int role, float scale_in, float *out
     }
 }
 
-// Role by name (see /work/helpers/contract_notes.md "Roles by name"; the same
+// Role by name (docs/POSTER.md, "Deterministic test weights", the role table; the same
 // rules as poster_ref.tensor_roles, which decides by module type). Resolved:
 // every `.bias` is 0.1*u, BatchNorm/LayerNorm biases included; the PReLU
 // weights are *.prelu.weight, ir_back.input_layer.2.weight and

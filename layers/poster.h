@@ -1,4 +1,4 @@
-// The POSTER model (../shared/POSTER_SPEC.md): MobileFaceNet landmark stream
+// The POSTER model (docs/POSTER.md): MobileFaceNet landmark stream
 // (frozen), IR-50 image trunk (first three stages), the cross-fusion pyramid
 // transformer, the SE block and the head. Every tensor lives in one
 // param_store under its official dotted name.
@@ -67,7 +67,7 @@ const char *poster_fmt_count(int64_t v, char *buf, size_t n);
 int poster_param_role(const poster_model *m, int idx);
 
 // Deterministic weights shared with tests/reference/poster_ref.py (no weights
-// are stored anywhere; /work/helpers/contract_notes.md): every float tensor N
+// are stored anywhere; docs/POSTER.md, "Deterministic test weights"): every float tensor N
 // gets value[i] from u_i = ((splitmix64(fnv1a64(N) + i) >> 40) / 2^24) * 2 - 1
 // scaled by its role; counters are 0.
 void poster_fill_deterministic(param_store *s);

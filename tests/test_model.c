@@ -1,6 +1,6 @@
 // The POSTER model's structure: every tensor of the official state dict under
 // its name and shape (docs/poster_state_dict.tsv), parameter kinds, the
-// parameter counts of the spec's "Sizes" table and the ablations, options and
+// parameter counts of docs/POSTER.md's "Sizes" table and the ablations, options and
 // their validation, PyTorch-default initialization, and the HDF5 state files.
 // Forward behaviour (modes, streams, drop path, CLI) is in test_model_forward.c;
 // numerical parity with PyTorch in test_poster_parity.c.
@@ -95,7 +95,7 @@ static void test_state_dict_matches_tsv(void **state) {
     poster_free(m);
 }
 
-// The spec's "Sizes" table, and the pyramid ablations derived from its
+// docs/POSTER.md's "Sizes" table, and the pyramid ablations derived from its
 // per-block sizes.
 static void test_parameter_counts(void **state) {
     (void)state;
@@ -136,7 +136,7 @@ static void test_parameter_counts(void **state) {
     assert_int_equal(store_count(s, PARAM_TRAINABLE), 57995023);
     assert_int_equal(store_count(s, PARAM_UNUSED), 12847616 + 512);
     assert_int_equal(s->n_train, 57995023);
-    // Per-block sizes as the spec states them.
+    // Per-block sizes as docs/POSTER.md states them.
     int64_t bl = 0, bm = 0, bs = 0, um = 0, us = 0, ds = 0;
     for (int i = 0; i < s->n; i++) {
         param *p = &s->params[i];

@@ -1,4 +1,4 @@
-// The training loop (official POSTER recipe, ../shared/POSTER_SPEC.md):
+// The training loop (official POSTER recipe, docs/POSTER.md):
 // batches from the loader, split into micro-batches (BatchNorm statistics per
 // micro-batch: batch 200 with micro_batch 100 reproduces the official 2 replicas
 // of 100) whose gradients accumulate as the gradient of the mean loss over the

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Our own PyTorch restatement of POSTER (see docs/POSTER.md).
 
-Written from the spec and a reading of the official code; it is the reference the
+Written from docs/POSTER.md and a reading of the official code; it is the reference the
 C model is compared against (tests/reference/make_poster_fixture.py,
 tools/check_torch.sh). State dict names and shapes equal the official model's
 (docs/poster_state_dict.tsv) for the default options.
@@ -51,7 +51,7 @@ class PosterOptions:
         self.ir_units = tuple(ir_units)
         self.drop_path_rate = drop_path_rate
         # The official MobileFaceNet also runs its GDC head (output discarded); in
-        # training that updates the GDC's BatchNorm running statistics. The spec
+        # training that updates the GDC's BatchNorm running statistics. docs/POSTER.md
         # skips it; run_gdc=True reproduces the official side effect.
         self.run_gdc = run_gdc
 
