@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# Runs every test binary in DIR (cmocka), prints each one's failures and the
-# total as the last line: "N passed, N failed". A binary that crashes or prints
-# no cmocka summary counts as one failed test.
+# Runs every test binary in DIR (cmocka), prints each one's failures and, as
+# the last line, the total: "N passed, N failed, N skipped" (what CI reads).
+# A binary that crashes or prints no cmocka summary counts as one failed test;
+# a test skipped with cmocka's skip() (tu_skip: with a "SKIP: why" line, listed
+# here) counts as skipped, never as passed.
+# Every binary gets its own empty scratch folder in TEST_TMPDIR (tests write
+# nothing else); it is removed afterwards, except for a failed binary's, which
+# is kept for inspection and named.
 set -u
 dir=${1:?usage: run_tests.sh BUILD/tests}
 # Other processes (parallel builds, mpirun ranks) share the cores: spinning OpenMP
 # threads would steal them, so waiting threads sleep unless the caller says otherwise.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-passed=0; failed=0
-log_dir=$(mktemp -d)
+passed=0; failed=0; skipped=0
+log_dir=$(mktemp -d "${TMPDIR:-/tmp}/poster_tests.XXXXXX")
 for t in "$dir"/test_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
+  scratch="$log_dir/$name.tmp"
+  mkdir -p "$scratch"
   start=$(date +%s)
-  timeout "${TEST_TIMEOUT:-900}" "$t" >"$log_dir/$name.log" 2>&1
+  TEST_TMPDIR="$scratch" timeout "${TEST_TIMEOUT:-900}" "$t" >"$log_dir/$name.log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   p=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log_dir/$name.log" | awk '{s+=$4} END {print s+0}')
   f=$(grep -E '^\[  FAILED  \] [0-9]+ test' "$log_dir/$name.log" | awk '{s+=$4} END {print s+0}')
+  s=$(grep -E '^\[  SKIPPED \] [0-9]+ test' "$log_dir/$name.log" | awk '{s+=$4} END {print s+0}')
   if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
-  if [ "$p" = 0 ] && [ "$f" = 0 ]; then f=1; fi
-  printf '%-28s %3d passed %3d failed  (%ds)\n' "$name" "$p" "$f" "$secs"
+  if [ "$p" = 0 ] && [ "$f" = 0 ] && [ "$s" = 0 ]; then f=1; fi
+  printf '%-28s %3d passed %3d failed %3d skipped  (%ds)\n' "$name" "$p" "$f" "$s" "$secs"
   grep -E '^SKIP:' "$log_dir/$name.log" | sed 's/^/    /'
   if [ "$f" != 0 ]; then
     grep -E '^\[  (FAILED|  ERROR )|^\[  ERROR|error|Error|failed|Assert|Sanitizer|runtime error' "$log_dir/$name.log" | head -40 | sed 's/^/    /'
@@ -29,8 +37,12 @@ for t in "$dir"/test_*; do
   if grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log_dir/$name.log" && [ "$f" = 0 ]; then
     echo "    sanitizer report in $name"; f=1
   fi
-  passed=$((passed + p)); failed=$((failed + f))
+  if [ "$f" != 0 ]; then
+    kept="${TMPDIR:-/tmp}/poster_failed_$name.$$"
+    rm -rf "$kept"; mv "$scratch" "$kept" && echo "    scratch files kept in $kept"
+  fi
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 done
 rm -rf "$log_dir"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

@@ -16,10 +16,7 @@ static int run(const char *args, char *out, size_t n) {
 
 static void test_help_lists_everything(void **state) {
     (void)state;
-    if (!bin()) {
-        printf("SKIP: POSTER_BIN unset\n");
-        return;
-    }
+    if (!bin()) tu_skip("%s: POSTER_BIN is not set (make test sets it)", __func__);
     static char out[8192];
     assert_int_equal(run("help", out, sizeof out), 0);
     const char *cmds[] = {"train", "eval", "predict", "import", "info", "data", "bench", "forward"};
@@ -34,10 +31,7 @@ static void test_help_lists_everything(void **state) {
 
 static void test_bench_runs_and_rejects_bad_flags(void **state) {
     (void)state;
-    if (!bin()) {
-        printf("SKIP: POSTER_BIN unset\n");
-        return;
-    }
+    if (!bin()) tu_skip("%s: POSTER_BIN is not set (make test sets it)", __func__);
     static char out[8192];
     int rc = run("bench --set model.depth=1 --set model.ir_units=1,1,1 --batch 2 --size 112 "
                  "--iters 1", out, sizeof out);

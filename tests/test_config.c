@@ -21,14 +21,13 @@ static void write_file(const char *path, const char *text) {
 
 static void test_load_include_set(void **state) {
     (void)state;
-    system("mkdir -p build/tmp_config");
-    write_file("build/tmp_config/base.ini", "[model]\ndepth = 6\ntoken_mix = off\n[optim]\nlr = 1e-4\n");
-    write_file("build/tmp_config/top.ini", "include = base.ini\n[model]\ndepth = 4\nir_units = 1, 1,2\n");
+    write_file(tu_path("/base.ini"), "[model]\ndepth = 6\ntoken_mix = off\n[optim]\nlr = 1e-4\n");
+    write_file(tu_path("/top.ini"), "include = base.ini\n[model]\ndepth = 4\nir_units = 1, 1,2\n");
     config c;
     config_init(&c);
     config_register(&c, k_test);
     char err[1024];
-    assert_int_equal(config_load(&c, "build/tmp_config/top.ini", err, sizeof err), 0);
+    assert_int_equal(config_load(&c, tu_path("/top.ini"), err, sizeof err), 0);
     assert_int_equal(config_set(&c, "optim.lr=2e-6", err, sizeof err), 0);
     assert_int_equal(config_validate(&c, err, sizeof err), 0);
     assert_int_equal(config_int(&c, "model.depth"), 4);
@@ -49,8 +48,8 @@ static void test_errors(void **state) {
     config c;
     config_init(&c);
     config_register(&c, k_test);
-    write_file("build/tmp_config/bad.ini", "[model]\ndepht = 4\n");
-    assert_int_equal(config_load(&c, "build/tmp_config/bad.ini", err, sizeof err), 0);
+    write_file(tu_path("/bad.ini"), "[model]\ndepht = 4\n");
+    assert_int_equal(config_load(&c, tu_path("/bad.ini"), err, sizeof err), 0);
     assert_int_not_equal(config_validate(&c, err, sizeof err), 0);
     assert_non_null(strstr(err, "bad.ini:2"));
     assert_non_null(strstr(err, "unknown key 'model.depht'"));
@@ -69,11 +68,11 @@ static void test_errors(void **state) {
     assert_non_null(strstr(err, "[1, 64]"));
 
     assert_int_not_equal(config_set(&c, "nonsense", err, sizeof err), 0);
-    write_file("build/tmp_config/syntax.ini", "[model\ndepth = 4\n");
+    write_file(tu_path("/syntax.ini"), "[model\ndepth = 4\n");
     config_init(&c);
-    assert_int_not_equal(config_load(&c, "build/tmp_config/syntax.ini", err, sizeof err), 0);
+    assert_int_not_equal(config_load(&c, tu_path("/syntax.ini"), err, sizeof err), 0);
     assert_non_null(strstr(err, "syntax.ini:1"));
-    assert_int_not_equal(config_load(&c, "build/tmp_config/nope.ini", err, sizeof err), 0);
+    assert_int_not_equal(config_load(&c, tu_path("/nope.ini"), err, sizeof err), 0);
     assert_non_null(strstr(err, "nope.ini"));
 }
 
@@ -83,7 +82,7 @@ static void test_from_args(void **state) {
     config_init(&c);
     config_register(&c, k_test);
     char err[512];
-    char *argv[] = {"train", "--config", "build/tmp_config/base.ini", "--resume", "x.h5",
+    char *argv[] = {"train", "--config", (char *)tu_path("/base.ini"), "--resume", "x.h5",
                     "--set", "model.depth=2", "--set=data.root=/tmp/r"};
     char *rest[8];
     int nrest;

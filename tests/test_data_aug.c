@@ -192,8 +192,8 @@ static float *run_epoch(dataset *d, int workers, int prefetch, int size, int epo
 
 static void test_loader_deterministic(void **state) {
     (void)state;
-    td_rafdb(TD_ROOT "/aug_rafdb", 30, 5);
-    config *c = td_config("rafdb", TD_ROOT "/aug_rafdb", NULL);
+    td_rafdb(tu_path("/aug_rafdb"), 30, 5);
+    config *c = td_config("rafdb", tu_path("/aug_rafdb"), NULL);
     dataset *d;
     char err[512];
     assert_int_equal(dataset_open(c, "train", &d, err, sizeof err), 0);

@@ -118,33 +118,33 @@ static void test_eval_pipeline(void **state) {
 
 static void test_bad_jpegs(void **state) {
     (void)state;
-    td_mkdirs(TD_ROOT "/img");
+    td_mkdirs(tu_path("/img"));
     char err[512];
     image_u8 im;
     // Missing
-    assert_int_not_equal(image_load_jpeg(NULL, TD_ROOT "/img/none.jpg", &im, err, sizeof err), 0);
+    assert_int_not_equal(image_load_jpeg(NULL, tu_path("/img/none.jpg"), &im, err, sizeof err), 0);
     assert_non_null(strstr(err, "none.jpg"));
     // Not a JPEG
-    td_write(TD_ROOT "/img/text.jpg", "hello, I am not a picture\n");
-    assert_int_not_equal(image_load_jpeg(NULL, TD_ROOT "/img/text.jpg", &im, err, sizeof err), 0);
+    td_write(tu_path("/img/text.jpg"), "hello, I am not a picture\n");
+    assert_int_not_equal(image_load_jpeg(NULL, tu_path("/img/text.jpg"), &im, err, sizeof err), 0);
     assert_non_null(strstr(err, "text.jpg"));
     // Truncated: the first half of a real JPEG
     FILE *f = fopen(FIXTURE_DIR "/data_img1.jpg", "rb");
     uint8_t buf[65536];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
-    f = fopen(TD_ROOT "/img/trunc.jpg", "wb");
+    f = fopen(tu_path("/img/trunc.jpg"), "wb");
     fwrite(buf, 1, n / 2, f);
     fclose(f);
-    assert_int_not_equal(image_load_jpeg(NULL, TD_ROOT "/img/trunc.jpg", &im, err, sizeof err), 0);
+    assert_int_not_equal(image_load_jpeg(NULL, tu_path("/img/trunc.jpg"), &im, err, sizeof err), 0);
     assert_non_null(strstr(err, "trunc.jpg"));
     // Corrupt: garbage in the entropy-coded data after the header
     memset(buf + n / 2, 0xFF, 64);
     memset(buf + n / 2 + 64, 0x00, 512);
-    f = fopen(TD_ROOT "/img/corrupt.jpg", "wb");
+    f = fopen(tu_path("/img/corrupt.jpg"), "wb");
     fwrite(buf, 1, n, f);
     fclose(f);
-    int rc = image_load_jpeg(NULL, TD_ROOT "/img/corrupt.jpg", &im, err, sizeof err);
+    int rc = image_load_jpeg(NULL, tu_path("/img/corrupt.jpg"), &im, err, sizeof err);
     if (rc == 0) image_free(&im);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(err, "corrupt.jpg"));

@@ -1,10 +1,9 @@
-// Every dataset layout read from small trees written under build/tmp_data/:
+// Every dataset layout read from small trees written under the scratch folder:
 // counts, label mapping, class names; every bad-input case gives its error
 // (file and line), and skip_bad skips and counts instead; the HDF5 cache.
 #include "tests/test_util.h"
 #include "tests/test_data_util.h"
 
-#define R TD_ROOT "/sets"
 
 static char g_err[4096];
 
@@ -29,8 +28,8 @@ static void open_fails(config *c, const char *split, const char *n1, const char 
 
 static void test_rafdb(void **state) {
     (void)state;
-    td_rafdb(R "/rafdb", 14, 9);
-    config *c = td_config("rafdb", R "/rafdb", NULL);
+    td_rafdb(tu_path("/sets/rafdb"), 14, 9);
+    config *c = td_config("rafdb", tu_path("/sets/rafdb"), NULL);
     dataset *d = open_ok(c, "train");
     assert_int_equal(dataset_size(d), 14);
     assert_int_equal(dataset_num_classes(d), 7);
@@ -47,29 +46,29 @@ static void test_rafdb(void **state) {
     d = open_ok(c, "val");   // no val split: the official code evaluates on test
     assert_int_equal(dataset_size(d), 9);
     dataset_close(d);
-    c = td_config("rafdb", R "/rafdb", "data.channel_order=rgb", NULL);
+    c = td_config("rafdb", tu_path("/sets/rafdb"), "data.channel_order=rgb", NULL);
     d = open_ok(c, "train");
     assert_false(d->bgr);
     dataset_close(d);
-    c = td_config("rafdb", R "/rafdb", "data.num_classes=8", NULL);
+    c = td_config("rafdb", tu_path("/sets/rafdb"), "data.num_classes=8", NULL);
     open_fails(c, "train", "num_classes", NULL);
-    c = td_config("rafdb", R "/nowhere", NULL);
-    open_fails(c, "train", R "/nowhere", NULL);
+    c = td_config("rafdb", tu_path("/sets/nowhere"), NULL);
+    open_fails(c, "train", tu_path("/sets/nowhere"), NULL);
 }
 
 static void test_rafdb_bad_lines(void **state) {
     (void)state;
-    td_rafdb(R "/rafdb_bad", 3, 1);
-    const char *list = R "/rafdb_bad/EmoLabel/list_patition_label.txt";
+    td_rafdb(tu_path("/sets/rafdb_bad"), 3, 1);
+    const char *list = tu_path("/sets/rafdb_bad/EmoLabel/list_patition_label.txt");
     FILE *f = fopen(list, "a");
     fprintf(f, "train_00009.jpg 9\n");        // line 5: label out of range
     fprintf(f, "train_00010.jpg\n");          // line 6: short
     fprintf(f, "val_00001.jpg 3\n");          // line 7: unknown prefix
     fprintf(f, "train_00011.jpg x\n");        // line 8: not a number
     fclose(f);
-    config *c = td_config("rafdb", R "/rafdb_bad", NULL);
+    config *c = td_config("rafdb", tu_path("/sets/rafdb_bad"), NULL);
     open_fails(c, "train", "list_patition_label.txt:5", "1..7");
-    c = td_config("rafdb", R "/rafdb_bad", "data.skip_bad=on", NULL);
+    c = td_config("rafdb", tu_path("/sets/rafdb_bad"), "data.skip_bad=on", NULL);
     dataset *d = open_ok(c, "train");
     assert_int_equal(dataset_size(d), 3);
     assert_int_equal(d->bad_at_open, 4);
@@ -80,10 +79,10 @@ static void test_rafdb_bad_lines(void **state) {
 // with skip_bad skips them, names each and counts them.
 static void test_loader_bad_images(void **state) {
     (void)state;
-    td_rafdb(R "/rafdb_img", 10, 1);
-    remove(R "/rafdb_img/Image/aligned/train_00003_aligned.jpg");
-    td_write(R "/rafdb_img/Image/aligned/train_00007_aligned.jpg", "garbage");
-    config *c = td_config("rafdb", R "/rafdb_img", NULL);
+    td_rafdb(tu_path("/sets/rafdb_img"), 10, 1);
+    remove(tu_path("/sets/rafdb_img/Image/aligned/train_00003_aligned.jpg"));
+    td_write(tu_path("/sets/rafdb_img/Image/aligned/train_00007_aligned.jpg"), "garbage");
+    config *c = td_config("rafdb", tu_path("/sets/rafdb_img"), NULL);
     dataset *d = open_ok(c, "train");
     loader_opts o = {.batch_size = 4, .workers = 2, .prefetch = 2, .image_size = 112, .seed = 1};
     loader *l = loader_create(d, &o, g_err, sizeof g_err);
@@ -93,9 +92,9 @@ static void test_loader_bad_images(void **state) {
     assert_non_null(strstr(g_err, "train_00003_aligned.jpg"));
     loader_free(l);
     dataset_close(d);
-    c = td_config("rafdb", R "/rafdb_img", "data.skip_bad=on", NULL);
+    c = td_config("rafdb", tu_path("/sets/rafdb_img"), "data.skip_bad=on", NULL);
     d = open_ok(c, "train");
-    o.log = fopen(TD_ROOT "/sets_skip.log", "w");
+    o.log = fopen(tu_path("/sets_skip.log"), "w");
     l = loader_create(d, &o, g_err, sizeof g_err);
     int n, total = 0;
     while ((n = loader_next(l, img, lab, g_err, sizeof g_err)) > 0) total += n;
@@ -104,7 +103,7 @@ static void test_loader_bad_images(void **state) {
     assert_int_equal(loader_skipped(l), 2);
     loader_free(l);
     fclose(o.log);
-    FILE *f = fopen(TD_ROOT "/sets_skip.log", "r");
+    FILE *f = fopen(tu_path("/sets_skip.log"), "r");
     char text[4096] = "";
     size_t len = fread(text, 1, sizeof text - 1, f);
     text[len] = 0;
@@ -155,8 +154,8 @@ static void write_ferplus(const char *root, bool bad_pixels, bool short_row) {
 
 static void test_ferplus(void **state) {
     (void)state;
-    write_ferplus(R "/fer", false, false);
-    config *c = td_config("ferplus", R "/fer", NULL);
+    write_ferplus(tu_path("/sets/fer"), false, false);
+    config *c = td_config("ferplus", tu_path("/sets/fer"), NULL);
     dataset *d = open_ok(c, "train");
     assert_int_equal(dataset_num_classes(d), 8);
     assert_string_equal(dataset_class_name(d, 7), "Contempt");
@@ -188,17 +187,17 @@ static void test_ferplus(void **state) {
     v[2] = 2;
     assert_int_equal(ferplus_majority(v), 2);
     // Bad: wrong pixel count names fer2013.csv and the line
-    write_ferplus(R "/fer_bad", true, false);
-    c = td_config("ferplus", R "/fer_bad", NULL);
+    write_ferplus(tu_path("/sets/fer_bad"), true, false);
+    c = td_config("ferplus", tu_path("/sets/fer_bad"), NULL);
     open_fails(c, "test", "fer2013.csv:9", "2303");
-    c = td_config("ferplus", R "/fer_bad", "data.skip_bad=on", NULL);
+    c = td_config("ferplus", tu_path("/sets/fer_bad"), "data.skip_bad=on", NULL);
     d = open_ok(c, "test");
     assert_int_equal(dataset_size(d), 1);   // the bad row skipped, the next one kept
     assert_int_equal(d->bad_at_open, 1);
     assert_non_null(strstr(dataset_source(d, 0), "fer2013.csv:10"));
     dataset_close(d);
-    write_ferplus(R "/fer_bad", false, true);
-    c = td_config("ferplus", R "/fer_bad", NULL);
+    write_ferplus(tu_path("/sets/fer_bad"), false, true);
+    c = td_config("ferplus", tu_path("/sets/fer_bad"), NULL);
     open_fails(c, "test", "fer2013new.csv:10", "12 columns");
 }
 
@@ -237,12 +236,12 @@ static void npy_label(const char *path, long code, int style) {
 
 static void test_affectnet_npy(void **state) {
     (void)state;
-    const char *root = R "/affn";
+    const char *root = tu_path("/sets/affn");
     td_rmrf(root);
-    td_mkdirs(R "/affn/train_set/images");
-    td_mkdirs(R "/affn/train_set/annotations");
-    td_mkdirs(R "/affn/val_set/images");
-    td_mkdirs(R "/affn/val_set/annotations");
+    td_mkdirs(tu_path("/sets/affn/train_set/images"));
+    td_mkdirs(tu_path("/sets/affn/train_set/annotations"));
+    td_mkdirs(tu_path("/sets/affn/val_set/images"));
+    td_mkdirs(tu_path("/sets/affn/val_set/annotations"));
     char p[512];
     // codes of images 0..11 (numeric order 0,1,2,...,10,11 not 0,1,10,11,2)
     const long codes[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 3};
@@ -259,9 +258,9 @@ static void test_affectnet_npy(void **state) {
         npy_label(p, 7 - i, 1);
     }
     long v;
-    assert_int_equal(npy_read_label(R "/affn/train_set/annotations/10_exp.npy", &v, g_err, sizeof g_err), 0);
+    assert_int_equal(npy_read_label(tu_path("/sets/affn/train_set/annotations/10_exp.npy"), &v, g_err, sizeof g_err), 0);
     assert_int_equal(v, 10);
-    assert_int_equal(npy_read_label(R "/affn/train_set/annotations/4_exp.npy", &v, g_err, sizeof g_err), 0);
+    assert_int_equal(npy_read_label(tu_path("/sets/affn/train_set/annotations/4_exp.npy"), &v, g_err, sizeof g_err), 0);
     assert_int_equal(v, 4);   // '<U1'
     config *c = td_config("affectnet", root, NULL);
     dataset *d = open_ok(c, "train");
@@ -287,27 +286,27 @@ static void test_affectnet_npy(void **state) {
     assert_int_equal(dataset_num_classes(d), 8);
     dataset_close(d);
     // Bad: a missing annotation, and a label that is no number
-    remove(R "/affn/train_set/annotations/5_exp.npy");
+    remove(tu_path("/sets/affn/train_set/annotations/5_exp.npy"));
     c = td_config("affectnet", root, NULL);
     open_fails(c, "train", "5_exp.npy", NULL);
-    npy_label(R "/affn/train_set/annotations/5_exp.npy", 5, 0);
+    npy_label(tu_path("/sets/affn/train_set/annotations/5_exp.npy"), 5, 0);
     uint32_t u[2] = {'x', 'y'};
-    write_npy(R "/affn/train_set/annotations/6_exp.npy", "<U2", u, 8);
+    write_npy(tu_path("/sets/affn/train_set/annotations/6_exp.npy"), "<U2", u, 8);
     open_fails(c, "train", "6_exp.npy", "xy");
-    write_npy(R "/affn/train_set/annotations/6_exp.npy", "<f8", u, 8);
+    write_npy(tu_path("/sets/affn/train_set/annotations/6_exp.npy"), "<f8", u, 8);
     open_fails(c, "train", "6_exp.npy", "dtype");
 }
 
 static void test_affectnet_lists_and_original(void **state) {
     (void)state;
-    const char *root = R "/affa";
+    const char *root = tu_path("/sets/affa");
     td_rmrf(root);
-    td_mkdirs(R "/affa/train_set/images");
-    td_mkdirs(R "/affa/valid_set/images");
-    td_jpeg(R "/affa/train_set/images/a.jpg", 0, 1, 40, 40);
-    td_write(R "/affa/train_set/train_annotations_7class.txt", "a.jpg 3\nb.jpg 6\n\nc.jpg 0\n");
-    td_write(R "/affa/train_set/train_annotations_8class.txt", "a.jpg 7\n");
-    td_write(R "/affa/valid_set/valid_annotations_7class.txt", "v.jpg 1\nw.jpg 7\n");
+    td_mkdirs(tu_path("/sets/affa/train_set/images"));
+    td_mkdirs(tu_path("/sets/affa/valid_set/images"));
+    td_jpeg(tu_path("/sets/affa/train_set/images/a.jpg"), 0, 1, 40, 40);
+    td_write(tu_path("/sets/affa/train_set/train_annotations_7class.txt"), "a.jpg 3\nb.jpg 6\n\nc.jpg 0\n");
+    td_write(tu_path("/sets/affa/train_set/train_annotations_8class.txt"), "a.jpg 7\n");
+    td_write(tu_path("/sets/affa/valid_set/valid_annotations_7class.txt"), "v.jpg 1\nw.jpg 7\n");
     config *c = td_config("affectnet", root, NULL);
     dataset *d = open_ok(c, "train");
     assert_int_equal(dataset_size(d), 3);
@@ -320,9 +319,9 @@ static void test_affectnet_lists_and_original(void **state) {
     assert_int_equal(dataset_label(d, 0), 7);
     dataset_close(d);
     // (b) the original CSVs
-    root = R "/affb";
+    root = tu_path("/sets/affb");
     td_rmrf(root);
-    td_mkdirs(R "/affb/Manually_Annotated_file_lists");
+    td_mkdirs(tu_path("/sets/affb/Manually_Annotated_file_lists"));
     const char *hdr = "subDirectory_filePath,face_x,face_y,face_width,face_height,"
                       "facial_landmarks,expression,valence,arousal\n";
     char text[2048];
@@ -334,9 +333,9 @@ static void test_affectnet_lists_and_original(void **state) {
              "1/a.jpg,1,1,1,1,1;2,7,0,0\n"
              "1/b.jpg,1,1,1,1,1;2,9,0,0\n"
              "1/c.jpg,1,1,1,1,1;2,10,0,0\n", hdr);
-    td_write(R "/affb/Manually_Annotated_file_lists/training.csv", text);
+    td_write(tu_path("/sets/affb/Manually_Annotated_file_lists/training.csv"), text);
     snprintf(text, sizeof text, "%s1/d.jpg,1,1,1,1,1;2,6,0,0\n1/e.jpg,1,1\n", hdr);
-    td_write(R "/affb/Manually_Annotated_file_lists/validation.csv", text);
+    td_write(tu_path("/sets/affb/Manually_Annotated_file_lists/validation.csv"), text);
     c = td_config("affectnet", root, NULL);
     d = open_ok(c, "train");
     assert_int_equal(dataset_size(d), 2);
@@ -353,7 +352,7 @@ static void test_affectnet_lists_and_original(void **state) {
 
 static void test_folder_and_csv(void **state) {
     (void)state;
-    const char *root = R "/fold";
+    const char *root = tu_path("/sets/fold");
     td_rmrf(root);
     const char *cls[3] = {"angry", "calm", "happy"};
     char p[512];
@@ -364,9 +363,9 @@ static void test_folder_and_csv(void **state) {
             snprintf(p, sizeof p, "%s/train/%s/img%d.jpg", root, cls[k], i);
             td_jpeg(p, k, (uint64_t)(k * 10 + i), 50, 60);
         }
-    td_mkdirs(R "/fold/val/happy");
-    td_jpeg(R "/fold/val/happy/x.jpg", 3, 5, 50, 50);
-    td_write(R "/fold/val/happy/notes.txt", "not an image");
+    td_mkdirs(tu_path("/sets/fold/val/happy"));
+    td_jpeg(tu_path("/sets/fold/val/happy/x.jpg"), 3, 5, 50, 50);
+    td_write(tu_path("/sets/fold/val/happy/notes.txt"), "not an image");
     config *c = td_config("folder", root, NULL);
     dataset *d = open_ok(c, "train");
     assert_int_equal(dataset_num_classes(d), 3);
@@ -382,21 +381,21 @@ static void test_folder_and_csv(void **state) {
     d = open_ok(c, "test");   // test falls back to val
     assert_int_equal(dataset_size(d), 1);
     dataset_close(d);
-    td_mkdirs(R "/fold/val/sleepy");
+    td_mkdirs(tu_path("/sets/fold/val/sleepy"));
     open_fails(c, "val", "sleepy", "unknown class");
     // CSV lists, paths relative to the list; labels by name or index
     snprintf(p, sizeof p, "%s/lists", root);
     td_mkdirs(p);
-    td_write(R "/fold/lists/train.csv", "path,label\n../train/angry/img0.jpg,angry\n"
+    td_write(tu_path("/sets/fold/lists/train.csv"), "path,label\n../train/angry/img0.jpg,angry\n"
                                         "../train/happy/img1.jpg, happy\n../train/calm/img0.jpg,calm\n");
-    td_write(R "/fold/lists/val.csv", "../val/happy/x.jpg,2\n../train/calm/img1.jpg,calm\n");
-    td_write(R "/fold/lists/test.csv", "../val/happy/x.jpg,grumpy\n");
-    c = td_config("csv", R "/fold/lists", NULL);
+    td_write(tu_path("/sets/fold/lists/val.csv"), "../val/happy/x.jpg,2\n../train/calm/img1.jpg,calm\n");
+    td_write(tu_path("/sets/fold/lists/test.csv"), "../val/happy/x.jpg,grumpy\n");
+    c = td_config("csv", tu_path("/sets/fold/lists"), NULL);
     d = open_ok(c, "train");
     assert_int_equal(dataset_size(d), 3);
     assert_string_equal(dataset_class_name(d, 2), "happy");
     assert_int_equal(dataset_label(d, 1), 2);
-    assert_string_equal(dataset_source(d, 0), R "/fold/lists/../train/angry/img0.jpg");
+    assert_string_equal(dataset_source(d, 0), tu_path("/sets/fold/lists/../train/angry/img0.jpg"));
     image_u8 im;
     assert_int_equal(dataset_load(d, 0, NULL, &im, g_err, sizeof g_err), 0);
     assert_int_equal(im.w, 60);
@@ -407,11 +406,11 @@ static void test_folder_and_csv(void **state) {
     assert_int_equal(dataset_label(d, 1), 1);
     dataset_close(d);
     open_fails(c, "test", "test.csv:1", "grumpy");
-    td_write(R "/fold/lists/test.csv", "../val/happy/x.jpg,1\n../val/happy/x.jpg\n");
+    td_write(tu_path("/sets/fold/lists/test.csv"), "../val/happy/x.jpg,1\n../val/happy/x.jpg\n");
     open_fails(c, "test", "test.csv:2", "path,label");
-    td_write(R "/fold/lists/test.csv", "../val/happy/x.jpg,5\n");
+    td_write(tu_path("/sets/fold/lists/test.csv"), "../val/happy/x.jpg,5\n");
     open_fails(c, "test", "test.csv:1", "out of range");
-    c = td_config("csv", R "/fold/lists", "data.skip_bad=on", NULL);
+    c = td_config("csv", tu_path("/sets/fold/lists"), "data.skip_bad=on", NULL);
     d = open_ok(c, "val");
     assert_int_equal(dataset_size(d), 2);
     dataset_close(d);
@@ -419,13 +418,13 @@ static void test_folder_and_csv(void **state) {
 
 static void test_cache_roundtrip(void **state) {
     (void)state;
-    td_rafdb(R "/rafdb_c", 9, 4);
-    config *c = td_config("rafdb", R "/rafdb_c", NULL);
-    const char *out = TD_ROOT "/sets_cache.h5";
+    td_rafdb(tu_path("/sets/rafdb_c"), 9, 4);
+    config *c = td_config("rafdb", tu_path("/sets/rafdb_c"), NULL);
+    const char *out = tu_path("/sets_cache.h5");
     remove(out);
     assert_int_equal(cache_prepare(c, out, NULL, g_err, sizeof g_err), 0);
     dataset *a = open_ok(c, "train");
-    config *cc = td_config("rafdb", R "/rafdb_c", "data.cache=" TD_ROOT "/sets_cache.h5", NULL);
+    config *cc = td_config("rafdb", tu_path("/sets/rafdb_c"), tu_fmt("data.cache=%s", tu_path("/sets_cache.h5")), NULL);
     dataset *b = open_ok(cc, "train");
     assert_int_equal(dataset_size(b), 9);
     assert_true(b->bgr);
@@ -446,8 +445,8 @@ static void test_cache_roundtrip(void **state) {
     b = open_ok(cc, "val");   // RAF-DB: val is the test split
     assert_int_equal(dataset_size(b), 4);
     dataset_close(b);
-    td_write(TD_ROOT "/sets_notcache.h5", "nope");
-    cc = td_config("rafdb", R "/rafdb_c", "data.cache=" TD_ROOT "/sets_notcache.h5", NULL);
+    td_write(tu_path("/sets_notcache.h5"), "nope");
+    cc = td_config("rafdb", tu_path("/sets/rafdb_c"), tu_fmt("data.cache=%s", tu_path("/sets_notcache.h5")), NULL);
     open_fails(cc, "train", "sets_notcache.h5", NULL);
 }
 

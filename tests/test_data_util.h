@@ -1,4 +1,4 @@
-// Helpers of the data tests: scratch trees under build/tmp_data/, small JPEGs,
+// Helpers of the data tests: scratch trees under tu_tmpdir(), small JPEGs,
 // configurations for a format and root.
 #pragma once
 #include <errno.h>
@@ -7,7 +7,6 @@
 #include "data/data_internal.h"
 #include "train/trainer.h"
 
-#define TD_ROOT "build/tmp_data"
 
 static inline void td_mkdirs(const char *path) {
     char buf[2048];

@@ -18,7 +18,6 @@
 #include "train/checkpoint.h"
 #include "train/dist.h"
 
-#define TMP_DIR "build/tmp_dist"
 
 static char g_bin_dir[1024];
 static char g_worker[1200];
@@ -247,10 +246,9 @@ static void test_mpi_two_ranks_equal_micro_batches(void **state) {
     (void)state;
     if (!mpi_ready()) skip();
     char cmd[2048], pre[512], out[1 << 15];
-    mkdir("build", 0755);
-    mkdir(TMP_DIR, 0755);
-    const char *p2 = TMP_DIR "/tiny_2ranks.bin", *p1 = TMP_DIR "/tiny_1proc_micro2.bin",
-               *p1m1 = TMP_DIR "/tiny_1proc_micro1.bin";
+    mkdir(tu_tmpdir(), 0755);
+    const char *p2 = tu_path("/tiny_2ranks.bin"), *p1 = tu_path("/tiny_1proc_micro2.bin"),
+               *p1m1 = tu_path("/tiny_1proc_micro1.bin");
     remove(p2);
     mpirun_prefix(pre, sizeof pre, 2, 60);
     snprintf(cmd, sizeof cmd, "%s %s train %s 1", pre, g_worker, p2);
@@ -279,9 +277,8 @@ static void test_mpi_eval_equals_single_process(void **state) {
     (void)state;
     if (!mpi_ready()) skip();
     char cmd[2048], pre[512], out[1 << 15];
-    mkdir("build", 0755);
-    mkdir(TMP_DIR, 0755);
-    const char *e2 = TMP_DIR "/eval_2ranks.txt", *e1 = TMP_DIR "/eval_1proc.txt";
+    mkdir(tu_tmpdir(), 0755);
+    const char *e2 = tu_path("/eval_2ranks.txt"), *e1 = tu_path("/eval_1proc.txt");
     remove(e2);
     mpirun_prefix(pre, sizeof pre, 2, 60);
     snprintf(cmd, sizeof cmd, "%s %s eval %s", pre, g_worker, e2);
@@ -303,9 +300,8 @@ static void test_mpi_killed_rank_ends_job(void **state) {
     (void)state;
     if (!mpi_ready()) skip();
     char cmd[2048], pre[512], out[1 << 15];
-    mkdir("build", 0755);
-    mkdir(TMP_DIR, 0755);
-    const char *ck = TMP_DIR "/kill_ckpt.bin";
+    mkdir(tu_tmpdir(), 0755);
+    const char *ck = tu_path("/kill_ckpt.bin");
     remove(ck);
     mpirun_prefix(pre, sizeof pre, 2, 60);
     snprintf(cmd, sizeof cmd, "%s %s kill %s", pre, g_worker, ck);
@@ -380,10 +376,9 @@ static const char *poster_bin(void) {
 
 static void synth_data(const char *bin) {
     char cmd[2048], out[1 << 14];
-    mkdir("build", 0755);
-    mkdir(TMP_DIR, 0755);
-    if (access(TMP_DIR "/synth/EmoLabel/list_patition_label.txt", F_OK) == 0) return;
-    snprintf(cmd, sizeof cmd, "%s data synth --out %s/synth --per-class 5", bin, TMP_DIR);
+    mkdir(tu_tmpdir(), 0755);
+    if (access(tu_path("/synth/EmoLabel/list_patition_label.txt"), F_OK) == 0) return;
+    snprintf(cmd, sizeof cmd, "%s data synth --out %s/synth --per-class 5", bin, tu_tmpdir());
     int rc = run_capture(cmd, out, sizeof out, NULL);
     if (rc != 0) FAIL_WITH("data synth", out, "rc %d", rc);
 }
@@ -397,7 +392,7 @@ static void synth_data(const char *bin) {
 // threads already differs by 2e-4 there); at 0.002 the second pass is as well
 // conditioned as the first and the two runs agree to ~4e-6 after 2 steps.
 #define SMALL_SETS                                                                       \
-    "--set model.depth=2 --set model.ir_units=1,1,1 --set data.root=" TMP_DIR "/synth " \
+    "--set model.depth=2 --set model.ir_units=1,1,1 --set data.root=%s/synth "            \
     "--set data.workers=1 --set train.epochs=1 --set train.batch_size=8 "                \
     "--set train.micro_batch=4 --set train.max_batches=2 --set train.threads=1 "        \
     "--set train.progress=off --set eval.batch_size=4 --set dist.check_params=on "     \
@@ -411,7 +406,7 @@ static int poster_train(const char *bin, int np, const char *out_dir, const char
     snprintf(rm, sizeof rm, "rm -rf %s", out_dir);
     if (system(rm) != 0) fail_msg("%s", rm);
     snprintf(cmd, sizeof cmd, "%s %s train --config configs/demo.ini " SMALL_SETS
-             "--set train.out_dir=%s %s", pre, bin, out_dir, extra);
+             "--set train.out_dir=%s %s", pre, bin, tu_tmpdir(), out_dir, extra);
     return run_capture(cmd, out, outlen, secs);
 }
 
@@ -469,9 +464,9 @@ static double trainable_rel_err(param_store *a, param_store *b, bool skip_zero, 
 }
 
 static void compare_runs(const char *bin, const char *name, const char *extra, bool adam) {
-    char out[1 << 15], d1[256], d2[256], p1[300], p2[300];
-    snprintf(d1, sizeof d1, "%s/%s_1proc", TMP_DIR, name);
-    snprintf(d2, sizeof d2, "%s/%s_2ranks", TMP_DIR, name);
+    char out[1 << 15], d1[400], d2[400], p1[500], p2[500];
+    snprintf(d1, sizeof d1, "%s/%s_1proc", tu_tmpdir(), name);
+    snprintf(d2, sizeof d2, "%s/%s_2ranks", tu_tmpdir(), name);
     double secs;
     int rc = poster_train(bin, 2, d2, extra, out, sizeof out, &secs);
     if (rc != 0) FAIL_WITH("2-rank poster train", out, "rc %d", rc);
@@ -520,7 +515,7 @@ static void test_poster_sharded_eval_equals_single_process(void **state) {
     const char *bin = poster_bin();
     if (!bin) skip();
     // the official optimizer (SAM around Adam)
-    const char *d2 = TMP_DIR "/adam_2ranks";
+    const char *d2 = tu_path("/adam_2ranks");
     synth_data(bin);
     {
         char out[1 << 15];
@@ -529,16 +524,16 @@ static void test_poster_sharded_eval_equals_single_process(void **state) {
     }
     char cmd[2048], out[1 << 15];
     snprintf(cmd, sizeof cmd, "%s eval --checkpoint %s/last.h5 --split test --set "
-             "eval.batch_size=4 --set train.threads=1 --out %s/eval1", bin, d2, TMP_DIR);
+             "eval.batch_size=4 --set train.threads=1 --out %s/eval1", bin, d2, tu_tmpdir());
     int rc = run_capture(cmd, out, sizeof out, NULL);
     if (rc != 0) FAIL_WITH("poster eval", out, "rc %d", rc);
-    char *a = read_file_text(TMP_DIR "/adam_2ranks/confusion.csv");
-    char *b = read_file_text(TMP_DIR "/eval1/eval_test.csv");
+    char *a = read_file_text(tu_path("/adam_2ranks/confusion.csv"));
+    char *b = read_file_text(tu_path("/eval1/eval_test.csv"));
     assert_non_null(a);
     assert_non_null(b);
     assert_string_equal(a, b);
     // val_loss in the log (6 decimals) == the loss poster eval prints (4 decimals)
-    char *log = read_file_text(TMP_DIR "/adam_2ranks/log.csv");
+    char *log = read_file_text(tu_path("/adam_2ranks/log.csv"));
     assert_non_null(log);
     double v[6] = {0};
     char *row = strchr(log, '\n');
@@ -561,7 +556,7 @@ static void test_poster_killed_rank_then_resume(void **state) {
     const char *bin = poster_bin();
     if (!bin) skip();
     synth_data(bin);
-    const char *d = TMP_DIR "/kill_run";
+    const char *d = tu_path("/kill_run");
     char out[1 << 15];
     double secs;
     // epoch 1: 2 steps x 2 SAM passes = 4 gradient allreduces; die in the 6th
@@ -572,10 +567,10 @@ static void test_poster_killed_rank_then_resume(void **state) {
     if (rc == 0 || rc == 124 || secs > 60) FAIL_WITH("kill", out, "rc %d after %.1f s", rc, secs);
     if (!strstr(out, "signal 9") && !strstr(out, "Killed") && !strstr(out, "killed"))
         FAIL_WITH("kill", out, "no message about the killed rank");
-    poster_model *m = load_small(TMP_DIR "/kill_run/last.h5");
+    poster_model *m = load_small(tu_path("/kill_run/last.h5"));
     ckpt_info ci;
     char err[1024];
-    if (ckpt_load(TMP_DIR "/kill_run/last.h5", poster_store(m), NULL, &ci, err, sizeof err))
+    if (ckpt_load(tu_path("/kill_run/last.h5"), poster_store(m), NULL, &ci, err, sizeof err))
         fail_msg("%s", err);
     assert_int_equal(ci.epoch, 1);
     ckpt_info_free(&ci);

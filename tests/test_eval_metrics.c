@@ -73,9 +73,8 @@ static void test_csv_print(void **st) {
     metrics_compute(&c, &m);
     const char *names[] = {"Surprise", "Fear", "Disgust"};
     char err[512];
-    system("mkdir -p build/tmp_eval");
-    assert_int_equal(metrics_write_csv("build/tmp_eval/m.csv", &m, &c, names, err, sizeof err), 0);
-    FILE *f = fopen("build/tmp_eval/m.csv", "r");
+    assert_int_equal(metrics_write_csv(tu_path("/m.csv"), &m, &c, names, err, sizeof err), 0);
+    FILE *f = fopen(tu_path("/m.csv"), "r");
     assert_non_null(f);
     char buf[4096];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -84,10 +83,10 @@ static void test_csv_print(void **st) {
     assert_non_null(strstr(buf, "accuracy,0.600000"));
     assert_non_null(strstr(buf, "Fear,4,0.500000"));
     assert_non_null(strstr(buf, "Disgust,1,0,1"));
-    f = fopen("build/tmp_eval/m.txt", "w");
+    f = fopen(tu_path("/m.txt"), "w");
     metrics_print(&m, &c, names, f);
     fclose(f);
-    assert_int_not_equal(metrics_write_csv("build/nonexistent_dir/x/m.csv", &m, &c, names, err,
+    assert_int_not_equal(metrics_write_csv(tu_path("/nonexistent_dir/x/m.csv"), &m, &c, names, err,
                                            sizeof err), 0);
     assert_non_null(strstr(err, "nonexistent_dir"));
     metrics_free(&m);
@@ -96,12 +95,11 @@ static void test_csv_print(void **st) {
 
 static void test_plots(void **st) {
     (void)st;
-    system("mkdir -p build/tmp_eval");
     int64_t m[9] = {9, 1, 0, 0, 5, 5, 0, 0, 10};
     const char *names[] = {"Surprise", "Fear", "Happiness"};
     char err[512];
-    assert_int_equal(plot_confusion("build/tmp_eval/cm.png", m, 3, names, "test", err, sizeof err), 0);
-    cairo_surface_t *s = cairo_image_surface_create_from_png("build/tmp_eval/cm.png");
+    assert_int_equal(plot_confusion(tu_path("/cm.png"), m, 3, names, "test", err, sizeof err), 0);
+    cairo_surface_t *s = cairo_image_surface_create_from_png(tu_path("/cm.png"));
     assert_int_equal(cairo_surface_status(s), CAIRO_STATUS_SUCCESS);
     int w = cairo_image_surface_get_width(s), h = cairo_image_surface_get_height(s);
     assert_true(w > 200 && h > 200);
@@ -109,8 +107,8 @@ static void test_plots(void **st) {
     double ep[4] = {1, 2, 3, 4}, tl[4] = {2, 1.5, 1.2, 1}, vl[4] = {2.1, 1.7, NAN, 1.3};
     double ta[4] = {0.3, 0.5, 0.6, 0.7}, va[4] = {0.25, 0.45, NAN, 0.66};
     plot_curves_data d = {4, ep, tl, vl, ta, va, "demo"};
-    assert_int_equal(plot_curves("build/tmp_eval/curves.png", &d, err, sizeof err), 0);
-    s = cairo_image_surface_create_from_png("build/tmp_eval/curves.png");
+    assert_int_equal(plot_curves(tu_path("/curves.png"), &d, err, sizeof err), 0);
+    s = cairo_image_surface_create_from_png(tu_path("/curves.png"));
     assert_int_equal(cairo_surface_status(s), CAIRO_STATUS_SUCCESS);
     // Some pixels carry the train series' blue.
     unsigned char *px = cairo_image_surface_get_data(s);
@@ -123,7 +121,7 @@ static void test_plots(void **st) {
         }
     assert_true(blue > 100);
     cairo_surface_destroy(s);
-    assert_int_not_equal(plot_curves("build/nonexistent_dir/x.png", &d, err, sizeof err), 0);
+    assert_int_not_equal(plot_curves(tu_path("/nonexistent_dir/x.png"), &d, err, sizeof err), 0);
 }
 
 int main(void) {

@@ -14,7 +14,6 @@
 #include "layers/state_io.h"
 
 #define TSV "docs/poster_state_dict.tsv"
-#define TMP "build/tmp_model"
 
 static poster_model *make(const char *text, uint64_t seed) {
     poster_opts o;
@@ -352,10 +351,9 @@ static void test_init(void **state) {
 
 static void test_state_io(void **state) {
     (void)state;
-    mkdir("build", 0755);
-    mkdir(TMP, 0755);
+    mkdir(tu_tmpdir(), 0755);
     char err[1024];
-    const char *path = TMP "/state.h5";
+    const char *path = tu_path("/state.h5");
     poster_model *a = make("depth=1 ir_units=2,1,2", 1);
     param_store *sa = poster_store(a);
     poster_fill_deterministic(sa);
@@ -363,7 +361,7 @@ static void test_state_io(void **state) {
     char opt[700];
     poster_opts_text(poster_options(a), opt, sizeof opt);
     assert_int_equal(state_save(path, sa, opt, err, sizeof err), 0);
-    assert_int_equal(access(TMP "/state.h5.tmp", F_OK), -1);   // renamed away
+    assert_int_equal(access(tu_path("/state.h5.tmp"), F_OK), -1);   // renamed away
 
     hid_t f = h5_open_read(path, err, sizeof err);
     assert_true(f >= 0);
@@ -406,7 +404,7 @@ static void test_state_io(void **state) {
     assert_int_equal(rep.misshaped, 2);
     assert_int_equal(memcmp(before, sc->data, (size_t)sc->n_float * sizeof(float)), 0);
     // Not strict: everything else loads, the head keeps its values.
-    FILE *log = fopen(TMP "/log.txt", "w+");
+    FILE *log = fopen(tu_path("/log.txt"), "w+");
     assert_int_equal(state_load(path, sc, false, &rep, log, err, sizeof err), 0);
     assert_int_equal(rep.misshaped, 2);
     assert_int_equal(rep.matched, sc->n - 2);
@@ -438,12 +436,12 @@ static void test_state_io(void **state) {
     assert_non_null(strstr(err, "ir_back.body.5."));
 
     // Bad files: clear errors.
-    assert_int_not_equal(state_load(TMP "/nope.h5", sb, true, &rep, NULL, err, sizeof err), 0);
+    assert_int_not_equal(state_load(tu_path("/nope.h5"), sb, true, &rep, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "nope.h5"));
-    FILE *junk = fopen(TMP "/junk.h5", "w");
+    FILE *junk = fopen(tu_path("/junk.h5"), "w");
     fputs("not hdf5", junk);
     fclose(junk);
-    assert_int_not_equal(state_load(TMP "/junk.h5", sb, true, &rep, NULL, err, sizeof err), 0);
+    assert_int_not_equal(state_load(tu_path("/junk.h5"), sb, true, &rep, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "junk.h5"));
     poster_free(a);
     poster_free(b);

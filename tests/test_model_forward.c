@@ -12,7 +12,6 @@
 #include "train/cli.h"
 #include "train/loss.h"
 
-#define TMP "build/tmp_model_forward"
 #define SMALL "depth=1 ir_units=2,1,2"
 
 static poster_model *make(const char *text) {
@@ -222,24 +221,23 @@ static void write_input(const char *path, tensor *x, const int64_t *target, int 
 
 static void test_cli_forward(void **state) {
     (void)state;
-    mkdir("build", 0755);
-    mkdir(TMP, 0755);
+    mkdir(tu_tmpdir(), 0755);
     char err[512];
     poster_model *m = make(SMALL);
     param_store *s = poster_store(m);
     char opt[700];
     poster_opts_text(poster_options(m), opt, sizeof opt);
-    assert_int_equal(state_save(TMP "/W.h5", s, opt, err, sizeof err), 0);
+    assert_int_equal(state_save(tu_path("/W.h5"), s, opt, err, sizeof err), 0);
     tensor *x = input(2, 1.5f);
     int64_t target[2] = {3, 5};
-    write_input(TMP "/IN.h5", x, target, 2);
+    write_input(tu_path("/IN.h5"), x, target, 2);
     // Inputs for the error cases (the CLI resets the arena: write them first).
     tensor *bad_x = tensor_new(T_SHAPE(2, 3, 100, 100));
     memset(bad_x->data, 0, (size_t)bad_x->numel * sizeof(float));
-    write_input(TMP "/BADSHAPE.h5", bad_x, target, 2);
+    write_input(tu_path("/BADSHAPE.h5"), bad_x, target, 2);
     int64_t bad_t[2] = {3, 9};
-    write_input(TMP "/BADTARGET.h5", x, bad_t, 2);
-    write_input(TMP "/NOTARGET.h5", x, NULL, 0);
+    write_input(tu_path("/BADTARGET.h5"), x, bad_t, 2);
+    write_input(tu_path("/NOTARGET.h5"), x, NULL, 0);
 
     // In process: the reference.
     store_zero_grad(s);
@@ -251,11 +249,11 @@ static void test_cli_forward(void **state) {
     float *want_logits = copy_of(y->data, y->numel), want_loss = loss->data[0];
     int64_t n_logits = y->numel;
 
-    unlink(TMP "/OUT.h5");
-    const char *ok[] = {"forward", "--weights", TMP "/W.h5", "--input", TMP "/IN.h5",
-                        "--output", TMP "/OUT.h5", "--train-mode", "--grad", NULL};
+    unlink(tu_path("/OUT.h5"));
+    const char *ok[] = {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"),
+                        "--output", tu_path("/OUT.h5"), "--train-mode", "--grad", NULL};
     assert_int_equal(run(ok), 0);
-    hid_t f = h5_open_read(TMP "/OUT.h5", err, sizeof err);
+    hid_t f = h5_open_read(tu_path("/OUT.h5"), err, sizeof err);
     assert_true(f >= 0);
     float *v;
     int nd, sh[T_MAXDIM];
@@ -288,10 +286,10 @@ static void test_cli_forward(void **state) {
     h5_close(f);
 
     // Eval, no grad: logits only.
-    const char *ev[] = {"forward", "--weights", TMP "/W.h5", "--input", TMP "/IN.h5",
-                        "--output", TMP "/OUT2.h5", NULL};
+    const char *ev[] = {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"),
+                        "--output", tu_path("/OUT2.h5"), NULL};
     assert_int_equal(run(ev), 0);
-    f = h5_open_read(TMP "/OUT2.h5", err, sizeof err);
+    f = h5_open_read(tu_path("/OUT2.h5"), err, sizeof err);
     assert_true(h5_exists(f, "logits"));
     assert_false(h5_exists(f, "loss"));
     assert_false(h5_exists(f, "grad"));
@@ -299,21 +297,21 @@ static void test_cli_forward(void **state) {
 
     // Errors: non-zero, no output file left behind.
     const char *cases[][12] = {
-        {"forward", "--input", TMP "/IN.h5", "--output", TMP "/E.h5", NULL},   // no weights
-        {"forward", "--weights", TMP "/nope.h5", "--input", TMP "/IN.h5", "--output", TMP "/E.h5", NULL},
-        {"forward", "--weights", TMP "/W.h5", "--input", TMP "/nope.h5", "--output", TMP "/E.h5", NULL},
-        {"forward", "--weights", TMP "/W.h5", "--input", TMP "/BADSHAPE.h5", "--output", TMP "/E.h5", NULL},
-        {"forward", "--weights", TMP "/W.h5", "--input", TMP "/BADTARGET.h5", "--output", TMP "/E.h5", "--grad", NULL},
-        {"forward", "--weights", TMP "/W.h5", "--input", TMP "/NOTARGET.h5", "--output", TMP "/E.h5", "--grad", NULL},
-        {"forward", "--weights", TMP "/W.h5", "--input", TMP "/IN.h5", "--output", TMP "/E.h5", "--set", "model.num_classes=8", NULL},
-        {"forward", "--weights", TMP "/W.h5", "--input", TMP "/IN.h5", "--output", TMP "/E.h5", "--bogus", NULL},
-        {"forward", "--weights", TMP "/W.h5", "--input", TMP "/IN.h5", "--output", "/nonexistent_dir/E.h5", NULL},
+        {"forward", "--input", tu_path("/IN.h5"), "--output", tu_path("/E.h5"), NULL},   // no weights
+        {"forward", "--weights", tu_path("/nope.h5"), "--input", tu_path("/IN.h5"), "--output", tu_path("/E.h5"), NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/nope.h5"), "--output", tu_path("/E.h5"), NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/BADSHAPE.h5"), "--output", tu_path("/E.h5"), NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/BADTARGET.h5"), "--output", tu_path("/E.h5"), "--grad", NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/NOTARGET.h5"), "--output", tu_path("/E.h5"), "--grad", NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"), "--output", tu_path("/E.h5"), "--set", "model.num_classes=8", NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"), "--output", tu_path("/E.h5"), "--bogus", NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"), "--output", "/nonexistent_dir/E.h5", NULL},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        unlink(TMP "/E.h5");
+        unlink(tu_path("/E.h5"));
         if (run(cases[k]) == 0) fail_msg("error case %zu returned 0", k);
-        assert_int_equal(access(TMP "/E.h5", F_OK), -1);
-        assert_int_equal(access(TMP "/E.h5.tmp", F_OK), -1);
+        assert_int_equal(access(tu_path("/E.h5"), F_OK), -1);
+        assert_int_equal(access(tu_path("/E.h5.tmp"), F_OK), -1);
     }
     ag_step_reset();
     poster_free(m);
@@ -327,7 +325,7 @@ static void test_cli_info(void **state) {
     assert_int_not_equal(run(bad1), 0);
     const char *bad2[] = {"info", "--set", "model.freeze=nothing.", NULL};
     assert_int_not_equal(run(bad2), 0);
-    const char *bad3[] = {"info", "--config", TMP "/missing.ini", NULL};
+    const char *bad3[] = {"info", "--config", tu_path("/missing.ini"), NULL};
     assert_int_not_equal(run(bad3), 0);
     const char *bad4[] = {"info", "extra", NULL};
     assert_int_not_equal(run(bad4), 0);

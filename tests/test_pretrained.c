@@ -17,7 +17,6 @@
 #include "train/trainer.h"
 
 #define FX "tests/fixtures/pretrained/"
-#define TMP "build/tmp_pretrained"
 
 // ref_pretrained.py: storage_value(r, j), offset(name).
 static float storage_value(int r, int j) {
@@ -81,7 +80,7 @@ static void test_backbones_from_config(void **st) {
     cfg_with(&c, FX "ir50_layout.pth", FX "mobilefacenet_layout.pth.tar");
     state_report rep[2];
     char err[2048];
-    FILE *log = fopen(TMP "/load.log", "w");
+    FILE *log = fopen(tu_path("/load.log"), "w");
     assert_non_null(log);
     int rc = poster_load_pretrained(m, &c, rep, log, err, sizeof err);
     fclose(log);
@@ -123,7 +122,7 @@ static void test_errors_and_empty(void **st) {
     cfg_with(&c, "", "");
     assert_int_equal(poster_load_pretrained(m, &c, rep, NULL, err, sizeof err), 0);
     assert_int_equal(rep[0].matched + rep[1].matched, 0);
-    cfg_with(&c, TMP "/no_such_ir50.pth", "");
+    cfg_with(&c, tu_path("/no_such_ir50.pth"), "");
     assert_int_not_equal(poster_load_pretrained(m, &c, rep, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "model.pretrained_ir50"));
     assert_non_null(strstr(err, "no_such_ir50.pth"));
@@ -186,7 +185,7 @@ static void test_official_checkpoint(void **st) {
     poster_model *m = small_model("1,1,1", 1);
     param_store *s = poster_store(m);
     char err[2048];
-    FILE *log = fopen(TMP "/official.log", "w");
+    FILE *log = fopen(tu_path("/official.log"), "w");
     int rc = poster_load_pth_strict(s, FX "poster_official.pth", log, err, sizeof err);
     fclose(log);
     if (rc) fail_msg("%s", err);
@@ -222,27 +221,25 @@ static char *slurp(const char *path) {
 static void test_cli(void **st) {
     (void)st;
     const char *bin = getenv("POSTER_BIN");
-    if (!bin) {
-        skip();
-        return;
-    }
+    if (!bin) tu_skip("poster train/eval with pretrained keys: POSTER_BIN is not set (make test sets it)");
     char err[512];
     struct stat sb;
-    if (stat(TMP "/synth/EmoLabel/list_patition_label.txt", &sb))
-        assert_int_equal(synth_write(TMP "/synth", 6, 7, err, sizeof err), 0);
-    FILE *f = fopen(TMP "/small.ini", "w");
+    if (stat(tu_path("/synth/EmoLabel/list_patition_label.txt"), &sb))
+        assert_int_equal(synth_write(tu_path("/synth"), 6, 7, err, sizeof err), 0);
+    FILE *f = fopen(tu_path("/small.ini"), "w");
+    const char *T = tu_tmpdir();
     fprintf(f, "[model]\ndepth = 1\npyramid_levels = 1\nir_units = 1,1,1\n"
                "pretrained_ir50 = " FX "ir50_layout.pth\n"
                "pretrained_mobilefacenet = " FX "mobilefacenet_layout.pth.tar\n"
-               "[data]\nformat = rafdb\nroot = " TMP "/synth\nimage_size = 112\nworkers = 1\n"
+               "[data]\nformat = rafdb\nroot = %s/synth\nimage_size = 112\nworkers = 1\n"
                "[train]\nepochs = 1\nbatch_size = 8\nmicro_batch = 8\nthreads = 2\n"
-               "progress = off\nout_dir = " TMP "/run\n[optim]\nsam = off\n"
-               "[eval]\nsplit = test\nbatch_size = 16\nplots = off\n");
+               "progress = off\nout_dir = %s/run\n[optim]\nsam = off\n"
+               "[eval]\nsplit = test\nbatch_size = 16\nplots = off\n", T, T);
     fclose(f);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s train --config " TMP "/small.ini > " TMP "/train.txt 2>&1", bin);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s train --config %s/small.ini > %s/train.txt 2>&1", bin, T, T);
     assert_int_equal(system(cmd), 0);
-    char *out = slurp(TMP "/train.txt");
+    char *out = slurp(tu_path("/train.txt"));
     assert_non_null(out);
     if (!strstr(out, "model.pretrained_ir50: load_weight 70 matched into ir_back., 0 missing, 19 "
                      "unexpected") ||
@@ -251,24 +248,23 @@ static void test_cli(void **st) {
         fail_msg("train output lacks the load reports:\n%s", out);
     // eval on an official POSTER checkpoint: the config comes from --config
     snprintf(cmd, sizeof cmd, "%s eval --checkpoint " FX "poster_official.pth --config "
-             TMP "/small.ini --out " TMP "/eval > " TMP "/eval.txt 2>&1", bin);
+             "%s/small.ini --out %s/eval > %s/eval.txt 2>&1", bin, T, T, T);
     assert_int_equal(system(cmd), 0);
-    out = slurp(TMP "/eval.txt");
+    out = slurp(tu_path("/eval.txt"));
     if (!strstr(out, "441 tensors matched") || !strstr(out, "'module.' stripped from 441") ||
         !strstr(out, "accuracy"))
         fail_msg("eval output:\n%s", out);
     // without --config: a clear error
-    snprintf(cmd, sizeof cmd, "%s eval --checkpoint " FX "poster_official.pth > " TMP
-             "/eval2.txt 2>&1", bin);
+    snprintf(cmd, sizeof cmd, "%s eval --checkpoint " FX "poster_official.pth > %s/eval2.txt 2>&1",
+             bin, T);
     assert_int_not_equal(system(cmd), 0);
-    out = slurp(TMP "/eval2.txt");
+    out = slurp(tu_path("/eval2.txt"));
     assert_non_null(strstr(out, "--config"));
 }
 
 int main(void) {
     setenv("POSTER_PTH_ELEM_LIMIT", "100000000", 1);   // fixtures share small storages
-    mkdir("build", 0755);
-    mkdir(TMP, 0755);
+    mkdir(tu_tmpdir(), 0755);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_mapping),
         cmocka_unit_test(test_backbones_from_config),

@@ -10,7 +10,6 @@
 #include "train/unpickle.h"
 
 #define PTH_DIR FIXTURE_DIR "/pth"
-#define TMP_DIR "build/tmp_import"
 
 static const char *k_files[] = {
     "sd_zip.pth", "sd_legacy.pth", "ckpt_module_zip.pth.tar", "ckpt_module_legacy.pth.tar",
@@ -462,9 +461,8 @@ static void test_load_into_store(void **state) {
     store_add(&s, "face_landback.extra.weight", PARAM_FROZEN, T_SHAPE(2));      // missing
     store_add(&s, "head.linear.weight", PARAM_TRAINABLE, T_SHAPE(7, 3));        // other prefix
     store_finalize(&s);
-    mkdir("build", 0755);
-    mkdir(TMP_DIR, 0755);
-    FILE *log = fopen(TMP_DIR "/load.log", "w+");
+    mkdir(tu_tmpdir(), 0755);
+    FILE *log = fopen(tu_path("/load.log"), "w+");
     state_report rep;
     char err[1024];
     int rc = pth_load_into_store(&s, PTH_DIR "/mfn_best.pth.tar", "face_landback.", &rep, log,
@@ -510,17 +508,15 @@ static void test_cli_import(void **state) {
     (void)state;
     const char *bin = getenv("POSTER_BIN");
     if (!bin || !bin[0]) {
-        printf("SKIP: poster import round trip (POSTER_BIN is not set; `make test` sets it)\n");
-        skip();
+        tu_skip("poster import round trip (POSTER_BIN is not set; `make test` sets it)");
     }
-    mkdir("build", 0755);
-    mkdir(TMP_DIR, 0755);
-    const char *out = TMP_DIR "/ckpt.h5";
+    mkdir(tu_tmpdir(), 0755);
+    const char *out = tu_path("/ckpt.h5");
     unlink(out);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "'%s' import %s/ckpt_module_legacy.pth.tar %s --prefix pre. > %s/cli.log 2>&1",
-             bin, PTH_DIR, out, TMP_DIR);
-    if (system(cmd) != 0) fail_msg("command failed: %s (see %s/cli.log)", cmd, TMP_DIR);
+             bin, PTH_DIR, out, tu_tmpdir());
+    if (system(cmd) != 0) fail_msg("command failed: %s (see %s/cli.log)", cmd, tu_tmpdir());
     hid_t f;
     char err[1024], fmt[64] = "";
     int64_t version = 0;
@@ -552,7 +548,7 @@ static void test_cli_import(void **state) {
     pth_free(st);
     pth_free(orig);
     // the log reports the counts
-    FILE *lf = fopen(TMP_DIR "/cli.log", "r");
+    FILE *lf = fopen(tu_path("/cli.log"), "r");
     char text[8192] = "";
     size_t got = fread(text, 1, sizeof text - 1, lf);
     text[got] = 0;
@@ -561,17 +557,17 @@ static void test_cli_import(void **state) {
     // a corrupt input fails and leaves neither OUT nor OUT.tmp behind
     size_t n;
     uint8_t *b = read_all(PTH_DIR "/sd_zip.pth", &n);
-    FILE *bad = fopen(TMP_DIR "/bad.pth", "wb");
+    FILE *bad = fopen(tu_path("/bad.pth"), "wb");
     fwrite(b, 1, n / 2, bad);
     fclose(bad);
     free(b);
-    const char *out2 = TMP_DIR "/bad.h5";
+    const char *out2 = tu_path("/bad.h5");
     unlink(out2);
-    snprintf(cmd, sizeof cmd, "'%s' import %s/bad.pth %s > %s/cli_bad.log 2>&1", bin, TMP_DIR, out2,
-             TMP_DIR);
+    snprintf(cmd, sizeof cmd, "'%s' import %s/bad.pth %s > %s/cli_bad.log 2>&1", bin, tu_tmpdir(), out2,
+             tu_tmpdir());
     assert_int_not_equal(system(cmd), 0);
     assert_int_not_equal(access(out2, F_OK), 0);
-    assert_int_not_equal(access(TMP_DIR "/bad.h5.tmp", F_OK), 0);
+    assert_int_not_equal(access(tu_path("/bad.h5.tmp"), F_OK), 0);
 }
 
 int main(void) {

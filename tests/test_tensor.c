@@ -108,7 +108,7 @@ static void test_rng(void **state) {
 static void test_h5_roundtrip(void **state) {
     (void)state;
     char err[512];
-    const char *path = "build/test_h5_roundtrip.h5";
+    const char *path = tu_path("/test_h5_roundtrip.h5");
     hid_t f = h5_create(path, err, sizeof err);
     assert_true(f >= 0);
     float d[6] = {1, 2, 3, 4, 5, 6};
@@ -136,7 +136,7 @@ static void test_h5_roundtrip(void **state) {
     assert_int_equal(h5_read_attr_i64(f, "/", "version", &v), 0);
     assert_int_equal(v, 3);
     h5_close(f);
-    assert_true(h5_open_read("build/does_not_exist.h5", err, sizeof err) < 0);
+    assert_true(h5_open_read(tu_path("/does_not_exist.h5"), err, sizeof err) < 0);
     assert_non_null(strstr(err, "does_not_exist.h5"));
 }
 

@@ -44,7 +44,6 @@ static void fill_info(ckpt_info *ci) {
 
 static void test_roundtrip(void **st) {
     (void)st;
-    system("mkdir -p build/tmp_train");
     param_store a, b;
     make_store(&a, 2, 0.5f);
     optim_opts o;
@@ -55,12 +54,12 @@ static void test_roundtrip(void **st) {
     ckpt_info ci;
     fill_info(&ci);
     char err[1024];
-    assert_int_equal(ckpt_save("build/tmp_train/rt.h5", &a, oa, &ci, err, sizeof err), 0);
+    assert_int_equal(ckpt_save(tu_path("/rt.h5"), &a, oa, &ci, err, sizeof err), 0);
     make_store(&b, 2, -9.0f);
     b.counters[0] = 0;
     optimizer *ob = optim_create(&b, &o);
     ckpt_info cj;
-    assert_int_equal(ckpt_load("build/tmp_train/rt.h5", &b, ob, &cj, err, sizeof err), 0);
+    assert_int_equal(ckpt_load(tu_path("/rt.h5"), &b, ob, &cj, err, sizeof err), 0);
     assert_memory_equal(a.data, b.data, a.n_float * sizeof(float));
     assert_int_equal(b.counters[0], 17);
     assert_int_equal(ob->step, 1);
@@ -80,7 +79,7 @@ static void test_roundtrip(void **st) {
     assert_true(cj.hist[2 * CKPT_HIST_COLS + HIST_SECONDS] == ci.hist[2 * CKPT_HIST_COLS + HIST_SECONDS]);
     assert_string_equal(cj.config_text, ci.config_text);
     char *text = NULL;
-    assert_int_equal(ckpt_read_config("build/tmp_train/rt.h5", &text, err, sizeof err), 0);
+    assert_int_equal(ckpt_read_config(tu_path("/rt.h5"), &text, err, sizeof err), 0);
     assert_string_equal(text, "[train]\nepochs = 3\n");
     free(text);
     ckpt_info_free(&ci);
@@ -93,9 +92,8 @@ static void test_roundtrip(void **st) {
 
 static void test_atomic_kill(void **st) {
     (void)st;
-    system("mkdir -p build/tmp_train");
-    const char *path = "build/tmp_train/atomic.h5";
-    remove("build/tmp_train/atomic.h5.tmp");
+    const char *path = tu_path("/atomic.h5");
+    remove(tu_path("/atomic.h5.tmp"));
     param_store a;
     make_store(&a, 2, 1.0f);
     ckpt_info ci;
@@ -115,7 +113,7 @@ static void test_atomic_kill(void **st) {
     int status = 0;
     waitpid(pid, &status, 0);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    assert_int_equal(access("build/tmp_train/atomic.h5.tmp", F_OK), 0);   // half-written
+    assert_int_equal(access(tu_path("/atomic.h5.tmp"), F_OK), 0);   // half-written
     param_store c;
     make_store(&c, 2, -1.0f);
     ckpt_info cj;
@@ -127,7 +125,7 @@ static void test_atomic_kill(void **st) {
     assert_int_equal(ckpt_save(path, &a, NULL, &ci, err, sizeof err), 0);
     assert_int_equal(ckpt_load(path, &c, NULL, NULL, err, sizeof err), 0);
     assert_memory_equal(a.data, c.data, a.n_float * sizeof(float));
-    assert_int_not_equal(access("build/tmp_train/atomic.h5.tmp", F_OK), 0);
+    assert_int_not_equal(access(tu_path("/atomic.h5.tmp"), F_OK), 0);
     ckpt_info_free(&ci);
     store_free(&a);
     store_free(&c);
@@ -135,29 +133,28 @@ static void test_atomic_kill(void **st) {
 
 static void test_errors_and_init(void **st) {
     (void)st;
-    system("mkdir -p build/tmp_train");
     char err[1024];
     param_store a, b;
     make_store(&a, 2, 3.0f);
     ckpt_info ci;
     fill_info(&ci);
-    assert_int_equal(ckpt_save("build/tmp_train/e.h5", &a, NULL, &ci, err, sizeof err), 0);
-    assert_int_not_equal(ckpt_load("build/tmp_train/missing.h5", &a, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(ckpt_save(tu_path("/e.h5"), &a, NULL, &ci, err, sizeof err), 0);
+    assert_int_not_equal(ckpt_load(tu_path("/missing.h5"), &a, NULL, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "missing.h5"));
-    hid_t f = h5_create("build/tmp_train/other.h5", err, sizeof err);
+    hid_t f = h5_create(tu_path("/other.h5"), err, sizeof err);
     h5_write_attr_str(f, "/", "format", "something-else");
     h5_close(f);
-    assert_int_not_equal(ckpt_load("build/tmp_train/other.h5", &a, NULL, NULL, err, sizeof err), 0);
+    assert_int_not_equal(ckpt_load(tu_path("/other.h5"), &a, NULL, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "not a POSTER training checkpoint"));
     // A model with a 3-class head: strict load refuses naming the tensor...
     make_store(&b, 3, 0.0f);
-    assert_int_not_equal(ckpt_load("build/tmp_train/e.h5", &b, NULL, NULL, err, sizeof err), 0);
+    assert_int_not_equal(ckpt_load(tu_path("/e.h5"), &b, NULL, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "head.linear"));
     // ...fine-tuning loads the rest and keeps the head's initialization.
     state_report rep;
     memset(&rep, 0, sizeof rep);
-    FILE *log = fopen("build/tmp_train/init.log", "w");
-    assert_int_equal(ckpt_load_weights("build/tmp_train/e.h5", &b, &rep, log, err, sizeof err), 0);
+    FILE *log = fopen(tu_path("/init.log"), "w");
+    assert_int_equal(ckpt_load_weights(tu_path("/e.h5"), &b, &rep, log, err, sizeof err), 0);
     fclose(log);
     assert_int_equal(rep.misshaped, 2);
     param *bw = store_find(&b, "body.weight"), *aw = store_find(&a, "body.weight");

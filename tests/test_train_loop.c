@@ -13,8 +13,7 @@
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
-// Per-process scratch folder: concurrent runs of this test (two build folders)
-// must not delete each other's files.
+// This binary's scratch folder (tu_tmpdir: given by tests/run_tests.sh).
 static char g_tmp[256];
 #define TMP g_tmp
 #define SYNTH_DIR tp("/synth")
@@ -72,23 +71,37 @@ static FILE *quiet_log(void) {
     return f;
 }
 
+// The run test_learns checks and test_eval_predict_cli evaluates: trained once
+// per process by whichever test needs it first, so either test also runs alone
+// (TEST_FILTER) and neither depends on files another test left.
+static train_result g_learn;
+static int g_learn_state;   // 0 not run, 1 trained, -1 failed
+static char g_learn_err[2048];
+
+static void learn_once(void) {
+    if (g_learn_state == 0) {
+        g_learn_state = -1;
+        assert_int_equal(synth_ready(SYNTH_DIR, 6), 0);
+        static config c;
+        rm_tree("/learn");
+        // 35 training faces, 8 epochs; evaluated (eval mode) on the training split:
+        // the loop must fit what it sees, far above chance (1/7).
+        small_config(&c, SYNTH_DIR, tp("/learn"),
+                     (const char *[]){"eval.plots=on", "train.epochs=8", "optim.lr=3e-4",
+                                      "eval.split=train", NULL});
+        FILE *log = quiet_log();
+        train_args a = {NULL, NULL, log};
+        int rc = train_run(&c, &a, &g_learn, g_learn_err, sizeof g_learn_err);
+        fclose(log);
+        g_learn_state = rc ? -1 : 1;
+    }
+    if (g_learn_state < 0) fail_msg("training the small model failed: %s", g_learn_err);
+}
+
 static void test_learns(void **st) {
     (void)st;
-    assert_int_equal(synth_ready(SYNTH_DIR, 6), 0);
-    static config c;
-    rm_tree("/learn");
-    // 35 training faces, 8 epochs; evaluated (eval mode) on the training split:
-    // the loop must fit what it sees, far above chance (1/7).
-    small_config(&c, SYNTH_DIR, tp("/learn"),
-                 (const char *[]){"eval.plots=on", "train.epochs=8", "optim.lr=3e-4",
-                                  "eval.split=train", NULL});
-    train_result res;
-    char err[2048];
-    FILE *log = quiet_log();
-    train_args a = {NULL, NULL, log};
-    int rc = train_run(&c, &a, &res, err, sizeof err);
-    fclose(log);
-    if (rc) fail_msg("%s", err);
+    learn_once();
+    train_result res = g_learn;
     fprintf(stderr, "loss %.4f -> %.4f, train acc %.3f -> %.3f, val acc %.3f\n",
             res.first_train_loss, res.last_train_loss, res.first_train_acc, res.last_train_acc,
             res.last_val_acc);
@@ -109,7 +122,6 @@ static void test_learns(void **st) {
     for (int ch; (ch = fgetc(f)) != EOF;) lines += ch == '\n';
     fclose(f);
     assert_int_equal(lines, 9);   // header + 8 epochs
-    train_result_free(&res);
 }
 
 static void test_resume_bit_identical(void **st) {
@@ -283,10 +295,9 @@ static void test_config_errors(void **st) {
 static void test_eval_predict_cli(void **st) {
     (void)st;
     const char *bin = getenv("POSTER_BIN");
-    if (!bin || access(tp("/learn/best.h5"), F_OK)) {
-        skip();
-        return;
-    }
+    if (!bin) tu_skip("poster eval/predict: POSTER_BIN is not set (make test sets it)");
+    learn_once();
+    assert_int_equal(access(tp("/learn/best.h5"), F_OK), 0);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s eval --checkpoint %s/learn/best.h5 --split train --out %s"
              "/learn_eval > %s/eval_out.txt 2>&1", bin, g_tmp, g_tmp, g_tmp);
@@ -340,10 +351,7 @@ static void test_eval_predict_cli(void **st) {
 
 static void test_long_accuracy(void **st) {
     (void)st;
-    if (!getenv("LONG")) {
-        skip();
-        return;
-    }
+    if (!getenv("LONG")) tu_skip("test_long_accuracy: 90%% accuracy run needs LONG=1 (make check-long)");
     // 150 faces per class (840 train / 210 validation), the demo's recipe
     // (configs/demo.ini: warmup + cosine, lr 1e-3, no drop path), 6 epochs (the demo
     // passes 90% test accuracy in its 3rd epoch on 560 faces).
@@ -372,7 +380,7 @@ static void test_long_accuracy(void **st) {
 
 int main(void) {
     h5_quiet();
-    snprintf(g_tmp, sizeof g_tmp, "build/tmp_train/loop_%d", (int)getpid());
+    snprintf(g_tmp, sizeof g_tmp, "%s/loop", tu_tmpdir());
     char cmd[600];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", g_tmp);
     if (system(cmd) != 0) return 1;
@@ -384,6 +392,7 @@ int main(void) {
     };
     if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (g_learn_state > 0) train_result_free(&g_learn);
     ag_shutdown();
     if (rc == 0) rm_tree("");   // keep the files of a failed run for inspection
     return rc;

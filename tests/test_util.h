@@ -15,10 +15,77 @@
 #include "autograd/ops.h"
 #include "autograd/tensor.h"
 
+// ---------------------------------------------------------------------------
+// Scratch files. Tests write only below tu_tmpdir(): $TEST_TMPDIR when set
+// (tests/run_tests.sh gives every binary its own empty folder), else, when a
+// binary is run by hand, a fresh mkdtemp folder under $TMPDIR or /tmp (named on
+// stderr, left for inspection). Never the build folder: the same tests run from
+// build/ and build-asan/, possibly at once.
+static inline const char *tu_tmpdir(void) {
+    static char dir[200];   // short, so paths built from it fit fixed buffers
+    if (dir[0]) return dir;
+    const char *env = getenv("TEST_TMPDIR");
+    const char *t = getenv("TMPDIR");
+    if ((env && strlen(env) > 150) || (!(env && env[0]) && t && strlen(t) > 150)) {
+        fprintf(stderr, "TEST_TMPDIR / TMPDIR longer than 150 characters\n");
+        abort();
+    }
+    if (env && env[0]) {
+        snprintf(dir, sizeof dir, "%s", env);
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "cannot create TEST_TMPDIR %s\n", dir);
+            abort();
+        }
+        return dir;
+    }
+    snprintf(dir, sizeof dir, "%s/poster_test_XXXXXX", t && t[0] ? t : "/tmp");
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "cannot create a scratch folder %s\n", dir);
+        abort();
+    }
+    fprintf(stderr, "scratch folder: %s\n", dir);
+    return dir;
+}
+
+// tu_tmpdir() + rel ("/a/b.h5"), in one of 64 rotating buffers (several may be live
+// in one call, e.g. an argv array).
+static inline const char *tu_path(const char *rel) {
+    static char bufs[64][1024];
+    static int next;
+    char *b = bufs[next++ % 64];
+    snprintf(b, sizeof bufs[0], "%s%s", tu_tmpdir(), rel);
+    return b;
+}
+
+// printf into one of 16 rotating buffers, for paths built from several parts.
+__attribute__((format(printf, 1, 2))) static inline const char *tu_fmt(const char *fmt, ...) {
+    static char bufs[16][2048];
+    static int next;
+    char *b = bufs[next++ % 16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof bufs[0], fmt, ap);
+    va_end(ap);
+    return b;
+}
+
 // Directory of committed fixtures, relative to the repository root (tests run there).
 #ifndef FIXTURE_DIR
 #define FIXTURE_DIR "tests/fixtures"
 #endif
+
+// Skips the running test visibly: a "SKIP: <why>" line (tests/run_tests.sh lists
+// them) and cmocka's skip(), so it counts as skipped, never as passed. The
+// first argument is a string literal (a printf format).
+#define tu_skip(...)                                                          \
+    do {                                                                      \
+        printf("SKIP: " __VA_ARGS__);                                         \
+        printf("\n");                                                         \
+        fflush(stdout);                                                       \
+        skip();                                                               \
+    } while (0)
 
 static inline tensor *tu_rand(rng *r, int ndim, const int *shape, float lo, float hi) {
     tensor *t = tensor_new(ndim, shape);
