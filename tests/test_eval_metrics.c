@@ -1,5 +1,6 @@
-// Metrics against hand-computed values; confusion/curve pictures are written and
-// their pixels reflect the values.
+// Metrics against hand-computed values; the printed table and the CSV carry
+// them; the confusion PNG, read back with cairo, shades each cell by its
+// row-normalized value (darkest where the largest is); the curves PNG is drawn.
 #include <cairo.h>
 
 #include "eval/metrics.h"
@@ -83,14 +84,132 @@ static void test_csv_print(void **st) {
     assert_non_null(strstr(buf, "accuracy,0.600000"));
     assert_non_null(strstr(buf, "Fear,4,0.500000"));
     assert_non_null(strstr(buf, "Disgust,1,0,1"));
-    f = fopen(tu_path("/m.txt"), "w");
+    // The printed table: headline metrics, one row per class, the confusion matrix,
+    // each value parsed back and compared with the hand-computed ones.
+    f = fopen(tu_path("/m.txt"), "w+");
     metrics_print(&m, &c, names, f);
+    rewind(f);
+    n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
     fclose(f);
+    double f1 = (0.75 + 4.0 / 7 + 0.4) / 3, v;
+    long long cnt;
+    assert_int_equal(sscanf(strstr(buf, "samples "), "samples %lld", &cnt), 1);
+    assert_int_equal(cnt, 10);
+    assert_int_equal(sscanf(strstr(buf, "accuracy "), "accuracy %lf", &v), 1);
+    assert_true(fabs(v - 0.6) < 5e-5);
+    assert_int_equal(sscanf(strstr(buf, "macro F1 "), "macro F1 %lf", &v), 1);
+    assert_true(fabs(v - f1) < 5e-5);
+    assert_int_equal(sscanf(strstr(buf, "score "), "score %lf", &v), 1);
+    assert_true(fabs(v - (0.67 * f1 + 0.33 * 0.6)) < 5e-5);
+    // class rows: name, samples, accuracy, precision, F1
+    const double want_row[3][4] = {{4, 0.75, 0.75, 0.75},
+                                   {4, 0.5, 2.0 / 3, 4.0 / 7},
+                                   {2, 0.5, 1.0 / 3, 0.4}};
+    char *table = strstr(buf, "\nclass ");
+    assert_non_null(table);
+    char *cm = strstr(buf, "confusion matrix (rows = target, columns = prediction)");
+    assert_non_null(cm);
+    for (int a = 0; a < 3; a++) {
+        char key[32];
+        snprintf(key, sizeof key, "\n%s ", names[a]);
+        char *row = strstr(table, key);
+        if (!row || row > cm) fail_msg("no table row for %s:\n%s", names[a], buf);
+        char nm[32];
+        double acc, prec, cf1;
+        assert_int_equal(sscanf(row + 1, "%31s %lld %lf %lf %lf", nm, &cnt, &acc, &prec, &cf1), 5);
+        assert_int_equal(cnt, (long long)want_row[a][0]);
+        if (fabs(acc - want_row[a][1]) > 5e-5 || fabs(prec - want_row[a][2]) > 5e-5 ||
+            fabs(cf1 - want_row[a][3]) > 5e-5)
+            fail_msg("%s row: %.4f %.4f %.4f, want %.4f %.4f %.4f", nm, acc, prec, cf1,
+                     want_row[a][1], want_row[a][2], want_row[a][3]);
+    }
+    // confusion rows (target) x columns (prediction): the counts of fill()
+    const long long want_cm[3][3] = {{3, 1, 0}, {0, 2, 2}, {1, 0, 1}};
+    char *hdr = strchr(cm, '\n');
+    assert_non_null(hdr);
+    assert_non_null(strstr(hdr, "Surprise"));
+    char *line = strchr(hdr + 1, '\n');   // end of the column header line
+    for (int a = 0; a < 3; a++) {
+        assert_non_null(line);
+        char nm[32];
+        long long x[3];
+        assert_int_equal(sscanf(line + 1, "%31s %lld %lld %lld", nm, &x[0], &x[1], &x[2]), 4);
+        assert_string_equal(nm, names[a]);
+        for (int b = 0; b < 3; b++)
+            if (x[b] != want_cm[a][b])
+                fail_msg("confusion[%d][%d] printed %lld, want %lld", a, b, x[b], want_cm[a][b]);
+        line = strchr(line + 1, '\n');
+    }
     assert_int_not_equal(metrics_write_csv(tu_path("/nonexistent_dir/x/m.csv"), &m, &c, names, err,
                                            sizeof err), 0);
     assert_non_null(strstr(err, "nonexistent_dir"));
     metrics_free(&m);
     confusion_free(&c);
+}
+
+// RGB of pixel (x, y) of an image surface (RGB24 or ARGB32: 0x00RRGGBB in memory order).
+static uint32_t px_at(cairo_surface_t *s, int x, int y) {
+    unsigned char *d = cairo_image_surface_get_data(s);
+    return *(uint32_t *)(d + (size_t)y * cairo_image_surface_get_stride(s) + 4 * (size_t)x) & 0xffffff;
+}
+
+static double luma(uint32_t v) {
+    return 0.299 * ((v >> 16) & 255) + 0.587 * ((v >> 8) & 255) + 0.114 * (v & 255);
+}
+
+// Reads the heat map back from the PNG without knowing the layout: its cells are
+// the only blocks of uniform colour other than the white background (text and
+// the colour bar's gradient are not uniform over BLK x BLK pixels); their
+// bounding box is the k x k grid. Then each cell's colour (sampled in a corner,
+// away from the value printed in its middle) must get darker with the
+// row-normalized value: the largest value's cell is the darkest, equal values
+// have equal colours.
+static void check_confusion_cells(cairo_surface_t *s, int k, const int64_t *m) {
+    cairo_surface_flush(s);
+    const int BLK = 12;
+    int w = cairo_image_surface_get_width(s), h = cairo_image_surface_get_height(s);
+    int x0 = w, y0 = h, x1 = -1, y1 = -1;
+    for (int y = 0; y + BLK <= h; y += 2)
+        for (int x = 0; x + BLK <= w; x += 2) {
+            uint32_t c = px_at(s, x, y);
+            if (c == 0xffffff) continue;
+            int uniform = 1;
+            for (int dy = 0; dy < BLK && uniform; dy++)
+                for (int dx = 0; dx < BLK && uniform; dx++) uniform = px_at(s, x + dx, y + dy) == c;
+            if (!uniform) continue;
+            if (x < x0) x0 = x;
+            if (y < y0) y0 = y;
+            if (x + BLK > x1) x1 = x + BLK;
+            if (y + BLK > y1) y1 = y + BLK;
+        }
+    if (x1 < 0) fail_msg("no uniform heat-map cells found in the confusion PNG");
+    double cw = (double)(x1 - x0) / k, ch = (double)(y1 - y0) / k;
+    if (!(cw > BLK && fabs(cw - ch) <= 3)) fail_msg("heat map %dx%d px is not %d square cells", x1 - x0, y1 - y0, k);
+    double v[64], l[64];
+    int best = 0;
+    for (int a = 0; a < k; a++) {
+        int64_t row = 0;
+        for (int b = 0; b < k; b++) row += m[a * k + b];
+        for (int b = 0; b < k; b++) {
+            int i = a * k + b;
+            v[i] = row ? (double)m[i] / row : 0;
+            int px = (int)(x0 + b * cw + cw / 6), py = (int)(y0 + a * ch + ch / 6);
+            l[i] = luma(px_at(s, px, py));
+            if (v[i] > v[best]) best = i;
+        }
+    }
+    for (int i = 0; i < k * k; i++) {
+        if (i != best && !(l[best] < l[i]))
+            fail_msg("cell %d (value %.2f) is as dark as the largest (%d, %.2f)", i, v[i], best, v[best]);
+        for (int j = 0; j < k * k; j++) {
+            if (v[i] > v[j] + 1e-9 && !(l[i] < l[j]))
+                fail_msg("cell %d (%.2f, luma %.1f) not darker than cell %d (%.2f, luma %.1f)", i,
+                         v[i], l[i], j, v[j], l[j]);
+            if (fabs(v[i] - v[j]) < 1e-9 && fabs(l[i] - l[j]) > 0.5)
+                fail_msg("cells %d and %d hold %.2f but differ in colour", i, j, v[i]);
+        }
+    }
 }
 
 static void test_plots(void **st) {
@@ -103,6 +222,7 @@ static void test_plots(void **st) {
     assert_int_equal(cairo_surface_status(s), CAIRO_STATUS_SUCCESS);
     int w = cairo_image_surface_get_width(s), h = cairo_image_surface_get_height(s);
     assert_true(w > 200 && h > 200);
+    check_confusion_cells(s, 3, m);
     cairo_surface_destroy(s);
     double ep[4] = {1, 2, 3, 4}, tl[4] = {2, 1.5, 1.2, 1}, vl[4] = {2.1, 1.7, NAN, 1.3};
     double ta[4] = {0.3, 0.5, 0.6, 0.7}, va[4] = {0.25, 0.45, NAN, 0.66};
