@@ -353,11 +353,11 @@ static tensor *fx_get(hid_t f, const char *group, const char *name, bool leaf) {
     return t;
 }
 
-static void fx_expect(hid_t f, const char *group, const char *name, const float *got,
-                      double tol) {
+static void fx_expect(hid_t f, const char *group, const char *name, const tensor *t,
+                      const float *got, double tol) {
     char path[160];
     snprintf(path, sizeof path, "%s/%s", group, name);
-    tu_expect_close(path, got, tu_fixture_tensor(f, path), tol);
+    tu_expect_close(path, t, got, tu_fixture_tensor(f, path), tol);
 }
 
 // op: 0 conv2d, 1 conv1d, 2 conv_transpose1d
@@ -377,11 +377,11 @@ static void check_fixture(hid_t f, int op, const char *name) {
     free(cfg);
     tensor *want = fx_get(f, g, "y", false);
     assert_true(tensor_same_shape(y, want));
-    fx_expect(f, g, "y", y->data, 1e-4);
+    fx_expect(f, g, "y", y, y->data, 1e-4);
     ag_backward_seed(y, fx_get(f, g, "gy", false)->data);
-    fx_expect(f, g, "gx", x->grad, 1e-3);
-    fx_expect(f, g, "gw", w->grad, 1e-3);
-    if (has_b) fx_expect(f, g, "gb", b->grad, 1e-3);
+    fx_expect(f, g, "gx", x, x->grad, 1e-3);
+    fx_expect(f, g, "gw", w, w->grad, 1e-3);
+    if (has_b) fx_expect(f, g, "gb", b, b->grad, 1e-3);
     ag_step_reset();
 }
 

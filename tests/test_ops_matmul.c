@@ -200,11 +200,11 @@ static tensor *fx_leaf(hid_t f, const char *group, const char *name) {
     return t;
 }
 
-static void fx_expect(hid_t f, const char *group, const char *name, const float *got,
-                      double tol) {
+static void fx_expect(hid_t f, const char *group, const char *name, const tensor *t,
+                      const float *got, double tol) {
     char path[160];
     snprintf(path, sizeof path, "%s/%s", group, name);
-    tu_expect_close(path, got, tu_fixture_tensor(f, path), tol);
+    tu_expect_close(path, t, got, tu_fixture_tensor(f, path), tol);
 }
 
 static void test_fixtures(void **state) {
@@ -221,10 +221,10 @@ static void test_fixtures(void **state) {
         tensor *a = fx_leaf(f, g, "a"), *b = fx_leaf(f, g, "b");
         tensor *y = op_matmul(a, b, cfg[0], cfg[1]);
         free(cfg);
-        fx_expect(f, g, "y", y->data, 1e-4);
+        fx_expect(f, g, "y", y, y->data, 1e-4);
         ag_backward_seed(y, fx_leaf(f, g, "gy")->data);
-        fx_expect(f, g, "ga", a->grad, 1e-3);
-        fx_expect(f, g, "gb", b->grad, 1e-3);
+        fx_expect(f, g, "ga", a, a->grad, 1e-3);
+        fx_expect(f, g, "gb", b, b->grad, 1e-3);
         ag_step_reset();
     }
     const char *lin[] = {"bias", "nobias"};
@@ -238,11 +238,11 @@ static void test_fixtures(void **state) {
         tensor *x = fx_leaf(f, g, "x"), *w = fx_leaf(f, g, "w");
         tensor *b = has_b ? fx_leaf(f, g, "b") : NULL;
         tensor *y = op_linear(x, w, b);
-        fx_expect(f, g, "y", y->data, 1e-4);
+        fx_expect(f, g, "y", y, y->data, 1e-4);
         ag_backward_seed(y, fx_leaf(f, g, "gy")->data);
-        fx_expect(f, g, "gx", x->grad, 1e-3);
-        fx_expect(f, g, "gw", w->grad, 1e-3);
-        if (has_b) fx_expect(f, g, "gb", b->grad, 1e-3);
+        fx_expect(f, g, "gx", x, x->grad, 1e-3);
+        fx_expect(f, g, "gw", w, w->grad, 1e-3);
+        if (has_b) fx_expect(f, g, "gb", b, b->grad, 1e-3);
         ag_step_reset();
     }
     h5_close(f);

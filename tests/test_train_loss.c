@@ -17,7 +17,7 @@ static void check(const char *name, loss_opts o) {
     if (!(e <= 1e-5)) fail_msg("%s: loss %.7g vs torch %.7g", name, l->data[0], want->data[0]);
     ag_backward(l);
     snprintf(path, sizeof path, "loss/%s/grad", name);
-    tu_expect_close(path, z->grad, tu_fixture_tensor(f, path), 1e-5);
+    tu_expect_close(path, z, z->grad, tu_fixture_tensor(f, path), 1e-5);
     free(y);
     ag_step_reset();
     h5_close(f);

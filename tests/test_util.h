@@ -254,9 +254,24 @@ static inline int64_t *tu_fixture_int64(hid_t f, const char *name, int64_t *coun
     return buf;
 }
 
-// Asserts out matches the fixture dataset `name` (same shape, rel err <= tol).
-static inline void tu_expect_close(const char *what, const float *got, tensor *want,
-                                   double tol) {
+// Asserts that `got` (the data or gradient of tensor `got_shape`) matches the
+// fixture tensor `want`: the same shape (ndim and every dimension; a 0-d tensor
+// matches a fixture of shape [1], the form tests/reference/*.py store a scalar
+// in), data present, and relative error (tu_rel_err, floor 1e-6) <= tol.
+static inline void tu_expect_close(const char *what, const tensor *got_shape, const float *got,
+                                   const tensor *want, double tol) {
+    if (!got_shape) fail_msg("%s: no tensor", what);
+    bool same = got_shape->ndim == want->ndim ||
+                (got_shape->ndim == 0 && want->ndim == 1 && want->shape[0] == 1);
+    if (got_shape->ndim != want->ndim) same = same && got_shape->numel == 1;
+    for (int d = 0; same && d < want->ndim && d < got_shape->ndim; d++)
+        same = got_shape->shape[d] == want->shape[d];
+    if (!same) {
+        char a[64], b[64];
+        fail_msg("%s: shape %s, fixture %s", what, tensor_shape_str(got_shape, a, sizeof a),
+                 tensor_shape_str(want, b, sizeof b));
+    }
+    if (!got) fail_msg("%s: no data (gradient never computed?)", what);
     double e = tu_rel_err(got, want->data, want->numel, 1e-6);
     if (!(e <= tol)) fail_msg("%s: relative error %.3g > %.3g", what, e, tol);
 }
