@@ -2,7 +2,8 @@
 // op_linear, 3 steps of SGD (momentum, Nesterov, weight decay), Adam, AdamW,
 // SAM+Adam and ASAM+SGD; parameters must match torch within 1e-5 relative.
 // The loss 2*LSCE(0.2)+CE is computed here in double and seeded into the tape,
-// so this test depends only on op_linear and the optimizers.
+// so this test depends only on op_linear and the optimizers. The schedules
+// against torch's schedulers (tests/fixtures/sched_ref.h5, tests/reference/ref_sched.py).
 #include "test_util.h"
 #include "train/optim.h"
 #include "train/sched.h"
@@ -175,27 +176,90 @@ static void test_state_roundtrip(void **st) {
     h5_close(f);
 }
 
+// tests/fixtures/sched_ref.h5 (tests/reference/ref_sched.py): float64 rates of
+// torch's schedulers and their settings (attributes).
+static double *sched_fixture(hid_t f, const char *group, int *n) {
+    char p[128], err[512];
+    int nd, sh[T_MAXDIM];
+    snprintf(p, sizeof p, "%s/lr", group);
+    if (h5_dataset_shape(f, p, &nd, sh, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(nd, 1);
+    *n = sh[0];
+    double *v = malloc((size_t)sh[0] * sizeof(double));
+    hid_t d = H5Dopen2(f, p, H5P_DEFAULT);
+    assert_true(d >= 0);
+    assert_true(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    H5Dclose(d);
+    return v;
+}
+
+static double sched_attr(hid_t f, const char *group, const char *name) {
+    double v = NAN;
+    hid_t a = H5Aopen_by_name(f, group, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) fail_msg("sched_ref.h5: %s has no attribute %s", group, name);
+    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+    H5Aclose(a);
+    return v;
+}
+
+static void expect_rate(const char *what, int i, double got, double want, double rtol) {
+    if (!(fabs(got - want) <= rtol * fabs(want)))
+        fail_msg("%s[%d]: lr %.17g, torch %.17g", what, i, got, want);
+}
+
+// Each schedule against torch's own scheduler, epoch by epoch (and, for the
+// warmup, batch by batch): ExponentialLR and StepLR multiply by gamma in double
+// exactly as ours do (bit-identical); CosineAnnealingLR's recursive form equals our
+// closed form up to rounding.
 static void test_sched(void **st) {
     (void)st;
-    sched_opts s = {.kind = SCHED_EXPONENTIAL, .gamma = 0.98, .epochs = 300};
-    // torch ExponentialLR: lr_t = lr_{t-1} * gamma in double
-    double want = 4e-5;
-    for (int e = 0; e < 50; e++) {
-        assert_true(sched_lr(&s, 4e-5, e, 0, 10) == want);
-        want *= 0.98;
+    hid_t f = tu_fixture_open("sched_ref.h5");
+    char fmt[64];
+    int64_t version = 0;
+    assert_int_equal(h5_read_attr_str(f, "/", "format", fmt, sizeof fmt), 0);
+    assert_string_equal(fmt, "poster-sched-fixture");
+    assert_int_equal(h5_read_attr_i64(f, "/", "version", &version), 0);
+    assert_int_equal(version, 1);
+    int n;
+    double *want;
+
+    sched_opts s = {.kind = SCHED_EXPONENTIAL, .gamma = sched_attr(f, "exponential", "gamma"),
+                    .epochs = 300};
+    double base = sched_attr(f, "exponential", "base_lr");
+    want = sched_fixture(f, "exponential", &n);
+    assert_int_equal(n, 300);
+    for (int e = 0; e < n; e++) {
+        expect_rate("exponential", e, sched_lr(&s, base, e, 0, 10), want[e], 0);
+        expect_rate("exponential", e, sched_lr(&s, base, e, 9, 10), want[e], 0);   // per epoch
     }
-    s.kind = SCHED_COSINE, s.min_lr = 1e-6, s.epochs = 10;
-    assert_true(fabs(sched_lr(&s, 1e-3, 0, 0, 1) - 1e-3) < 1e-15);
-    assert_true(fabs(sched_lr(&s, 1e-3, 5, 0, 1) - (1e-6 + (1e-3 - 1e-6) * 0.5)) < 1e-15);
-    assert_true(fabs(sched_lr(&s, 1e-3, 10, 0, 1) - 1e-6) < 1e-15);
-    s.kind = SCHED_STEP, s.gamma = 0.1, s.step_size = 3;
-    assert_true(fabs(sched_lr(&s, 1.0, 2, 0, 1) - 1.0) < 1e-15);
-    assert_true(fabs(sched_lr(&s, 1.0, 3, 0, 1) - 0.1) < 1e-15);
-    assert_true(fabs(sched_lr(&s, 1.0, 7, 0, 1) - 0.01) < 1e-15);
-    s.kind = SCHED_NONE, s.warmup_epochs = 2;   // 2 epochs of 4 steps: 1/8 .. 8/8
-    assert_true(fabs(sched_lr(&s, 1.0, 0, 0, 4) - 0.125) < 1e-15);
-    assert_true(fabs(sched_lr(&s, 1.0, 1, 2, 4) - 0.875) < 1e-15);
-    assert_true(sched_lr(&s, 1.0, 2, 0, 4) == 1.0);
+    free(want);
+
+    s = (sched_opts){.kind = SCHED_COSINE, .min_lr = sched_attr(f, "cosine", "eta_min"),
+                     .epochs = (int)sched_attr(f, "cosine", "t_max")};
+    base = sched_attr(f, "cosine", "base_lr");
+    want = sched_fixture(f, "cosine", &n);
+    assert_int_equal(n, s.epochs + 1);
+    for (int e = 0; e < n; e++) expect_rate("cosine", e, sched_lr(&s, base, e, 0, 1), want[e], 1e-12);
+    free(want);
+
+    s = (sched_opts){.kind = SCHED_STEP, .gamma = sched_attr(f, "step", "gamma"),
+                     .step_size = (int)sched_attr(f, "step", "step_size"), .epochs = 12};
+    base = sched_attr(f, "step", "base_lr");
+    want = sched_fixture(f, "step", &n);
+    assert_int_equal(n, 12);
+    for (int e = 0; e < n; e++) expect_rate("step", e, sched_lr(&s, base, e, 0, 1), want[e], 0);
+    free(want);
+
+    s = (sched_opts){.kind = SCHED_EXPONENTIAL, .gamma = sched_attr(f, "warmup", "gamma"),
+                     .warmup_epochs = sched_attr(f, "warmup", "warmup_epochs"), .epochs = 4};
+    base = sched_attr(f, "warmup", "base_lr");
+    int spe = (int)sched_attr(f, "warmup", "steps_per_epoch");
+    want = sched_fixture(f, "warmup", &n);
+    assert_int_equal(n, 4 * spe);
+    for (int i = 0; i < n; i++)
+        expect_rate("warmup", i, sched_lr(&s, base, i / spe, i % spe, spe), want[i], 1e-12);
+    free(want);
+    h5_close(f);
 }
 
 static void test_config(void **st) {
