@@ -305,7 +305,7 @@ static void test_cli_forward(void **state) {
         {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/NOTARGET.h5"), "--output", tu_path("/E.h5"), "--grad", NULL},
         {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"), "--output", tu_path("/E.h5"), "--set", "model.num_classes=8", NULL},
         {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"), "--output", tu_path("/E.h5"), "--bogus", NULL},
-        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"), "--output", "/nonexistent_dir/E.h5", NULL},
+        {"forward", "--weights", tu_path("/W.h5"), "--input", tu_path("/IN.h5"), "--output", tu_path("/nonexistent_dir/E.h5"), NULL},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         unlink(tu_path("/E.h5"));
