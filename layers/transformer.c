@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "autograd/profile.h"
 #include "layers/layers.h"
 
 // ---------------------------------------------------------------------------
@@ -175,6 +176,7 @@ static tensor *prepend_mean(tensor *x) {   // [B,49,D] -> [B,50,D], token 0 = me
 tensor *pyramid_fuse_forward(const pyramid_fuse *m, param_store *s, tensor *img, tensor *lm,
                              bool training, rng *r) {
     const int B = img->shape[0];
+    int prof = prof_enter("transformer");   // time split (autograd/profile.h)
     tensor *ti = op_add(prepend_mean(img), lb_t(s, m->pos_embed));   // [B,50,512]
     tensor *tl = prepend_mean(lm);                                   // no position embedding
     tensor *parts[2] = {ti, tl};
@@ -186,5 +188,7 @@ tensor *pyramid_fuse_forward(const pyramid_fuse *m, param_store *s, tensor *img,
         pyramid_block_forward(&m->blocks[i], s, xs, m->drop_rate[i], training, r);
     // LayerNorm is per token: normalizing token 0 alone equals norm(l)[:, 0].
     tensor *cls = op_reshape(op_slice(xs[0], 1, 0, 1), 2, (int[]){B, 512});
-    return nn_layernorm_forward(&m->norm, s, cls);                      // [B,512]
+    tensor *y = nn_layernorm_forward(&m->norm, s, cls);                 // [B,512]
+    prof_leave(prof);
+    return y;
 }
