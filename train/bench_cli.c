@@ -182,16 +182,35 @@ void bench_print_split(const bench_ctx *c, int mode, int runs, double seconds,
             : c->oo.sam        ? "SAM training step (2 passes, SAM, Adam)"
                                : "training step (1 pass, optimizer)",
             c->batch, runs);
-    fprintf(f, "  %-16s %10s %10s %10s %7s\n", "section", "forward", "backward", "total",
+    fprintf(f, "  %-22s %10s %10s %10s %7s\n", "section", "forward", "backward", "total",
             "share");
     double tot = prof_total_seconds() / runs;
     for (int i = 0; i < prof_section_count(); i++) {
         double a = prof_seconds(i, PROF_FORWARD) / runs, b = prof_seconds(i, PROF_BACKWARD) / runs;
         if (a + b <= 0) continue;
-        fprintf(f, "  %-16s %10.3f %10.3f %10.3f %6.1f%%\n", prof_section_name(i), a, b, a + b,
+        fprintf(f, "  %-22s %10.3f %10.3f %10.3f %6.1f%%\n", prof_section_name(i), a, b, a + b,
                 tot > 0 ? 100.0 * (a + b) / tot : 0.0);
     }
-    fprintf(f, "  %-16s %32.3f\n", "all", tot);
+    // Sections named "<group>.<part>" (transformer.attention, ...) also add up
+    // into their group's line.
+    for (int i = 0; i < prof_section_count(); i++) {
+        const char *g = prof_section_name(i);
+        if (strchr(g, '.')) continue;
+        size_t n = strlen(g);
+        double a = 0, b = 0;
+        int parts = 0;
+        for (int j = 0; j < prof_section_count(); j++) {
+            const char *q = prof_section_name(j);
+            if (strncmp(q, g, n) || (q[n] != 0 && q[n] != '.')) continue;
+            a += prof_seconds(j, PROF_FORWARD) / runs;
+            b += prof_seconds(j, PROF_BACKWARD) / runs;
+            parts += q[n] == '.';
+        }
+        if (parts)
+            fprintf(f, "  %-22s %10.3f %10.3f %10.3f %6.1f%%  (%s and its parts)\n", g, a, b,
+                    a + b, tot > 0 ? 100.0 * (a + b) / tot : 0.0, g);
+    }
+    fprintf(f, "  %-22s %32.3f\n", "all", tot);
     for (int i = 0; i < prof_section_count(); i++)
         if (prof_seconds(i, 0) + prof_seconds(i, 1) > 0)
             fprintf(f, "SPLIT %s %s %.6f %.6f\n", mode_name(mode), prof_section_name(i),
@@ -220,7 +239,8 @@ double bench_peak_rss_mb(void) {
 static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: poster bench [--config FILE] [--set key=value]... [--batch N]\n"
-            "                    [--iters N] [--threads N] [--size 224|112] [--no-split]\n\n"
+            "                    [--iters N] [--threads N] [--size 224|112] [--no-split]\n"
+            "                    [--skip forward,fwd_bwd,step]\n\n"
             "Times the configured model (default: the official large 7-class model) on\n"
             "random inputs, median seconds per batch and images/s of:\n"
             "  forward (eval)            eval mode, no gradients (inference)\n"
@@ -234,7 +254,8 @@ static void bench_usage(FILE *f) {
             "other), profiled during its timed runs, the achieved GFLOP/s of the step\n"
             "(model FLOPs counted from the shapes: 2 x multiply-adds, backward twice the\n"
             "forward) against a 2048^3 cblas_sgemm measured in the same run, and the\n"
-            "peak resident memory. --no-split: no profiling, no sgemm.\n"
+            "peak resident memory. --no-split: no profiling, no sgemm. --skip leaves\n"
+            "the listed measurements out.\n"
             "Model keys: model.*; loss: loss.*; optimizer: optim.* (poster train --help).\n");
 }
 
@@ -261,6 +282,7 @@ int cli_bench(int argc, char **argv) {
     int nrest = 0, rc = 2;
     int batch = 16, iters = 3, threads = 0, size = 224;
     bool split = true;
+    const char *skip = "";
     bench_ctx bc = {0};
     if (config_from_args(&c, argc, argv, rest, &nrest, err, sizeof err)) {
         fprintf(stderr, "poster bench: %s\n", err);
@@ -286,6 +308,21 @@ int cli_bench(int argc, char **argv) {
         if (!strcmp(a, "--batch")) r = parse_pos(a, rest[++i], 1, 4096, &batch);
         else if (!strcmp(a, "--iters")) r = parse_pos(a, rest[++i], 1, 1000, &iters);
         else if (!strcmp(a, "--threads")) r = parse_pos(a, rest[++i], 0, 1024, &threads);
+        else if (!strcmp(a, "--skip")) {
+            skip = rest[++i];
+            r = 0;
+            for (const char *p = skip; *p;) {
+                size_t n = strcspn(p, ",");
+                if (!((n == 7 && !strncmp(p, "forward", 7)) || (n == 7 && !strncmp(p, "fwd_bwd", 7)) ||
+                      (n == 4 && !strncmp(p, "step", 4)))) {
+                    fprintf(stderr, "poster bench: --skip %s: expected a comma list of forward, "
+                            "fwd_bwd, step\n", skip);
+                    r = -1;
+                    break;
+                }
+                p += n + (p[n] == ',');
+            }
+        }
         else if (!strcmp(a, "--size")) {
             r = parse_pos(a, rest[++i], 112, 224, &size);
             if (!r && size != 112 && size != 224) {
@@ -329,7 +366,9 @@ int cli_bench(int argc, char **argv) {
              optim_name(oo.kind));
     const char *names[3] = {"forward (eval)", "forward+backward (train)", step_name};
     double step_s = 0;
+    static const char *keys[3] = {"forward", "fwd_bwd", "step"};
     for (int mode = 0; mode < 3; mode++) {
+        if (strstr(skip, keys[mode])) continue;
         double mn, mx;
         double med = bench_time(&bc, mode, iters, split && mode == BENCH_STEP, &mn, &mx);
         printf("%-26s %8.3f s/batch  %8.2f images/s  (min %.3f, max %.3f)\n", names[mode], med,
@@ -337,7 +376,7 @@ int cli_bench(int argc, char **argv) {
         fflush(stdout);
         step_s = med;
     }
-    if (split) bench_print_split(&bc, BENCH_STEP, iters, step_s, bench_sgemm_gflops(2048, 2), stdout);
+    if (split && !strstr(skip, "step")) bench_print_split(&bc, BENCH_STEP, iters, step_s, bench_sgemm_gflops(2048, 2), stdout);
     printf("peak resident memory: %.0f MB\n", bench_peak_rss_mb());
     rc = 0;
 done:
