@@ -41,6 +41,11 @@ tensor *op_subsample(tensor *x, int stride);   // x[:, :, ::s, ::s] on [B,C,H,W]
 tensor *op_matmul(tensor *a, tensor *b, bool trans_a, bool trans_b);
 // x [..., in], w [out, in], bias [out] or NULL -> [..., out]
 tensor *op_linear(tensor *x, tensor *w, tensor *bias);
+// Multi-head attention with given queries (ops_matmul.c), fused: per sample and
+// head, o = softmax(scale q k^T) v. q [B, T, C]: the queries are its tokens
+// [q0, q0 + nq); kv [B, N, 2C]: keys in columns [0, C), values in [C, 2C); head
+// h is the column block h*C/heads.. of each. Returns [B, nq, C], heads merged.
+tensor *op_attention(tensor *q, int q0, int nq, tensor *kv, int heads, float scale);
 
 // ---- convolutions (NCHW / [B, C, L]) ----
 // w [Cout, Cin/groups, KH, KW], bias [Cout] or NULL.

@@ -337,8 +337,14 @@ tensor *op_sigmoid(tensor *x) {
 #define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
+// glibc's libmvec (linked through libm) has vector erff and expf (AVX2: 8 at a
+// time, within 1-2 ulp as the scalar ones); declaring them simd lets the GELU
+// loops below call those.
+float erff(float) __attribute__((simd("notinbranch")));
+float expf(float) __attribute__((simd("notinbranch")));
+
 static void gelu_forward(const float *x, float *y, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= 4096)
+#pragma omp parallel for simd schedule(static) if (n >= 4096)
     for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2));
 }
 
@@ -348,7 +354,7 @@ static void gelu_backward(tape_entry *e) {
     float *gx = tensor_grad(x);
     const float *g = e->out->grad, *xd = x->data;
     int64_t n = x->numel;
-#pragma omp parallel for schedule(static) if (n >= 4096)
+#pragma omp parallel for simd schedule(static) if (n >= 4096)
     for (int64_t i = 0; i < n; i++) {
         float v = xd[i];
         float cdf = 0.5f * (1.0f + erff(v * INV_SQRT2));

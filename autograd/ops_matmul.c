@@ -1,4 +1,5 @@
-// Thread control, batched matmul and linear, all through cblas_sgemm.
+// Thread control, batched matmul, linear and fused multi-head attention, all
+// through cblas_sgemm.
 //
 // Threading: OpenBLAS is the OpenMP build, so an sgemm called inside an OpenMP
 // parallel region runs on one thread. Batched products of small matrices are
@@ -6,6 +7,7 @@
 // item), while large ones run one after another with a threaded sgemm. Never
 // both: that would oversubscribe the cores.
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,12 +211,19 @@ static void linear_backward_raw(const linear_dims *d, const float *x, const floa
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, Din, R, 1.0f, dy, O, x, Din,
                     1.0f, dw, Din);
     if (db) {
-        // Column sums of dy; parallel over output columns keeps it race-free.
-#pragma omp parallel for if ((int64_t)R * O > 65536)
-        for (int o = 0; o < O; o++) {
-            float s = 0;
-            for (int r = 0; r < R; r++) s += dy[(int64_t)r * O + o];
-            db[o] += s;
+        // Column sums of dy over blocks of 64 columns: each thread owns whole
+        // blocks (race-free) and walks the rows contiguously (vectorized); every
+        // column still sums its rows in order, in float.
+#pragma omp parallel for schedule(static) if ((int64_t)R * O > 65536)
+        for (int o0 = 0; o0 < O; o0 += 64) {
+            const int w = O - o0 < 64 ? O - o0 : 64;
+            float acc[64] = {0};
+            for (int r = 0; r < R; r++) {
+                const float *row = dy + (int64_t)r * O + o0;
+#pragma omp simd
+                for (int j = 0; j < w; j++) acc[j] += row[j];
+            }
+            for (int j = 0; j < w; j++) db[o0 + j] += acc[j];
         }
     }
 }
@@ -255,4 +264,150 @@ tensor *op_linear(tensor *x, tensor *w, tensor *bias) {
         ag_record("linear", linear_backward, y, n, in, sv);
     }
     return y;
+}
+
+// ---------------------------------------------------------------------------
+// attention: POSTER's cross attention core, fused. Per (sample b, head h), all
+// B * heads pairs spread over the threads with one single-threaded sgemm each:
+//   S = scale q_bh k_bh^T [Nq, N];  P = softmax(S) (in place, saved);  o_bh = P v_bh
+// The heads are column blocks of width c = C / heads of q, kv and o, addressed
+// through the sgemm leading dimensions: the head split and merge copy nothing.
+
+typedef struct attention_saved {
+    int B, Tq, q0, Nq, N, C, H;
+    float scale;
+    float *P;   // [B, H, Nq, N] softmax probabilities
+} attention_saved;
+
+// Softmax of one row in place: float exp, double sum (as op_softmax).
+static void softmax_row(float *s, int n) {
+    float m = s[0];
+    for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+    double sum = 0;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - m);
+        sum += s[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < n; j++) s[j] *= inv;
+}
+
+// Item (b, h): pointers to its q rows, k, v and o column blocks.
+#define ATT_PTRS(a, b, h, q, kv, o)                                                          \
+    const int c_ = (a)->C / (a)->H;                                                          \
+    const int64_t ldq = (a)->C, ldkv = 2 * (int64_t)(a)->C;                                  \
+    const float *qb = (q) + ((int64_t)(b) * (a)->Tq + (a)->q0) * ldq + (int64_t)(h) * c_;    \
+    const float *kb = (kv) + (int64_t)(b) * (a)->N * ldkv + (int64_t)(h) * c_;               \
+    const float *vb = kb + (a)->C;                                                           \
+    int64_t ob_off = (int64_t)(b) * (a)->Nq * ldq + (int64_t)(h) * c_;                       \
+    (void)(o)
+
+static void attention_forward(const attention_saved *a, const float *q, const float *kv,
+                              float *o) {
+    const int BH = a->B * a->H;
+#pragma omp parallel for schedule(static) if (BH > 1 && ops_threads() > 1)
+    for (int i = 0; i < BH; i++) {
+        const int b = i / a->H, h = i % a->H;
+        ATT_PTRS(a, b, h, q, kv, o);
+        float *P = a->P + (int64_t)i * a->Nq * a->N;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->Nq, a->N, c_, a->scale, qb,
+                    (int)ldq, kb, (int)ldkv, 0.0f, P, a->N);
+        for (int r = 0; r < a->Nq; r++) softmax_row(P + (int64_t)r * a->N, a->N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a->Nq, c_, a->N, 1.0f, P, a->N,
+                    vb, (int)ldkv, 0.0f, o + ob_off, (int)ldq);
+    }
+}
+
+// dq (rows q0.. of the query tensor) and dkv (keys and values) accumulate; either
+// may be NULL. dS = scale P * (dP - rowsum(dP P)), dP = do v^T.
+static void attention_backward_raw(const attention_saved *a, const float *q, const float *kv,
+                                   const float *dout, float *dq, float *dkv) {
+    const int BH = a->B * a->H, Nq = a->Nq, N = a->N;
+    float *dS = arena_alloc((size_t)BH * Nq * N * sizeof(float));
+#pragma omp parallel for schedule(static) if (BH > 1 && ops_threads() > 1)
+    for (int i = 0; i < BH; i++) {
+        const int b = i / a->H, h = i % a->H;
+        ATT_PTRS(a, b, h, q, kv, dout);
+        const float *P = a->P + (int64_t)i * Nq * N;
+        const float *dob = dout + ob_off;
+        float *d = dS + (int64_t)i * Nq * N;
+        if (dkv)   // dv += P^T do
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, c_, Nq, 1.0f, P, N, dob,
+                        (int)ldq, 1.0f, dkv + (vb - kv), (int)ldkv);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Nq, N, c_, 1.0f, dob, (int)ldq, vb,
+                    (int)ldkv, 0.0f, d, N);
+        for (int r = 0; r < Nq; r++) {
+            float *dr = d + (int64_t)r * N;
+            const float *pr = P + (int64_t)r * N;
+            double dot = 0;
+            for (int j = 0; j < N; j++) dot += (double)dr[j] * pr[j];
+            float fd = (float)dot;
+            for (int j = 0; j < N; j++) dr[j] = a->scale * (pr[j] * (dr[j] - fd));
+        }
+        if (dq)    // dq += dS k
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Nq, c_, N, 1.0f, d, N, kb,
+                        (int)ldkv, 1.0f, dq + (qb - q), (int)ldq);
+        if (dkv)   // dk += dS^T q
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, c_, Nq, 1.0f, d, N, qb,
+                        (int)ldq, 1.0f, dkv + (kb - kv), (int)ldkv);
+    }
+}
+
+static void attention_backward(tape_entry *e) {
+    const attention_saved *a = e->saved;
+    tensor *q = e->in[0], *kv = e->in[1];
+    attention_backward_raw(a, q->data, kv->data, e->out->grad,
+                           q->requires_grad ? tensor_grad(q) : NULL,
+                           kv->requires_grad ? tensor_grad(kv) : NULL);
+}
+
+tensor *op_attention(tensor *q, int q0, int nq, tensor *kv, int heads, float scale) {
+    char sq[64], skv[64];
+    AG_ASSERT(q->ndim == 3 && kv->ndim == 3 && q->shape[0] == kv->shape[0] &&
+                  kv->shape[2] == 2 * q->shape[2] && heads > 0 && q->shape[2] % heads == 0 &&
+                  q0 >= 0 && nq > 0 && q0 + nq <= q->shape[1] && kv->shape[1] > 0,
+              "attention: queries %s rows [%d, %d), keys/values %s, %d heads",
+              tensor_shape_str(q, sq, sizeof sq), q0, q0 + nq,
+              tensor_shape_str(kv, skv, sizeof skv), heads);
+    attention_saved s = {.B = q->shape[0], .Tq = q->shape[1], .q0 = q0, .Nq = nq,
+                         .N = kv->shape[1], .C = q->shape[2], .H = heads, .scale = scale};
+    s.P = arena_alloc((size_t)s.B * s.H * s.Nq * s.N * sizeof(float));
+    tensor *y = tensor_new(3, (int[]){s.B, nq, s.C});   // [B, Nq, C], heads merged
+    attention_forward(&s, q->data, kv->data, y->data);
+    tensor *in[2] = {q, kv};
+    if (ag_needs_grad(2, in)) {
+        attention_saved *sv = arena_alloc(sizeof *sv);
+        *sv = s;
+        ag_record("attention", attention_backward, y, 2, in, sv);
+    }
+    return y;
+}
+
+// The reference: per item, plain loops in double (tests compare against it).
+void attention_naive(int B, int Tq, int q0, int Nq, int N, int C, int H, float scale,
+                     const float *q, const float *kv, float *o) {
+    const int c = C / H;
+    double *srow = malloc((size_t)N * sizeof(double));
+    AG_ASSERT(srow != NULL, "out of memory");
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < Nq; i++) {
+                const float *qi = q + ((int64_t)b * Tq + q0 + i) * C + h * c;
+                double m = -1e300, sum = 0;
+                for (int j = 0; j < N; j++) {
+                    const float *kj = kv + ((int64_t)b * N + j) * 2 * C + h * c;
+                    double d = 0;
+                    for (int t = 0; t < c; t++) d += (double)qi[t] * kj[t];
+                    srow[j] = d * scale;
+                    if (srow[j] > m) m = srow[j];
+                }
+                for (int j = 0; j < N; j++) sum += (srow[j] = exp(srow[j] - m));
+                for (int t = 0; t < c; t++) {
+                    double acc = 0;
+                    for (int j = 0; j < N; j++)
+                        acc += srow[j] / sum * kv[((int64_t)b * N + j) * 2 * C + C + h * c + t];
+                    o[((int64_t)b * Nq + i) * C + h * c + t] = (float)acc;
+                }
+            }
+    free(srow);
 }

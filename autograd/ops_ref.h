@@ -11,6 +11,12 @@
 void matmul_naive(bool ta, bool tb, int M, int N, int K, const float *A, const float *B,
                   float *C);
 
+// ---- attention (op_attention's layout) ----
+// o [B, Nq, C] = per head softmax(scale q k^T) v, q rows q0.. of [B, Tq, C],
+// kv [B, N, 2C]; in double.
+void attention_naive(int B, int Tq, int q0, int Nq, int N, int C, int H, float scale,
+                     const float *q, const float *kv, float *o);
+
 // ---- conv2d ----
 typedef struct conv2d_geom {
     int B, Cin, H, W;        // input  [B, Cin, H, W]

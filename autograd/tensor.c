@@ -1,5 +1,6 @@
 // Tensors, the step arena, grad mode and the eager tape.
 #include "tensor.h"
+#include "profile.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -250,6 +251,7 @@ tape_entry *ag_record(const char *op, backward_fn fn, tensor *out, int n,
     e->n_in = n;
     for (int i = 0; i < TAPE_MAX_IN; i++) e->in[i] = i < n ? in[i] : NULL;
     e->saved = saved;
+    e->section = prof_current();
     out->requires_grad = true;
     return e;
 }
@@ -265,8 +267,10 @@ void ag_backward_seed(tensor *out, const float *seed) {
         tensor *root = tensor_root(e->out);
         if (!root->grad) continue;   // nothing flowed into this output
         e->out->grad = root->grad;
+        if (prof_enabled()) prof_backward_switch(e->section);
         e->backward(e);
     }
+    if (prof_enabled()) prof_backward_end();
     // The graph is consumed, as in PyTorch: a second backward needs a new forward.
     g_tape.n = 0;
 }

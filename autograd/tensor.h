@@ -78,6 +78,7 @@ struct tape_entry {
     tensor *in[TAPE_MAX_IN];
     int n_in;
     void *saved;             // op-specific struct in the arena
+    int section;             // profiler section it was recorded in (autograd/profile.h)
 };
 // True when an op on these inputs must record (grad mode on, some input needs grad).
 bool ag_needs_grad(int n, tensor *const *in);

@@ -1,14 +1,22 @@
-// Whole-model speed: forward (eval, no grad) and forward + backward of the
-// official loss (2 * LSCE(0.2) + CE) in training mode with drop path as in
-// training, for
+// Whole-model speed through the shared step timing of train/bench.h (the
+// same code `poster bench` runs):
+//   forward      eval mode, no grad (inference)
+//   fwd_bwd      training mode, drop path on (0.1), official loss
+//                2 * LSCE(0.2) + CE, backward, no update
+//   sam_step     the official training step: forward+backward, SAM perturb
+//                (rho 0.05), forward+backward at w + e, restore, Adam (lr 4e-5),
+//                through train/optim.c
+// for
 //   large: default poster_opts (depth 8, ir_units 3,4,14), 224 input;
-//   small: the demo model (depth 1, ir_units 1,1,1), 112 input, with and
-//          without SAM (a SAM step runs forward + backward twice).
-// Median over timed runs after one warm-up, images/s, and the process's peak
+//   small: the demo model (depth 1, ir_units 1,1,1), 112 input.
+// Median over timed runs after one warm-up, images/s; the time split of the
+// SAM step by section (profiled during its timed runs), its achieved GFLOP/s
+// against a 2048^3 cblas_sgemm measured in the same run (mean of the rates at
+// the start and right after the step), and the process's peak
 // resident memory after each model (getrusage maxrss: monotone, so the small
 // model's line reports the large one's peak if it ran first; run
 // BENCH_MODELS=small for the small model's own peak).
-// bench/bench_model_torch.py times the large model in PyTorch;
+// bench/bench_model_torch.py times the same three in PyTorch;
 // tools/bench_vs_torch.sh prints the ratios.
 //
 // Environment (so `make bench` stays short):
@@ -16,27 +24,15 @@
 //   BENCH_ITERS  timed runs per measurement (default 3)
 //   BENCH_MODELS "large,small" (default), "large" or "small"
 //   BENCH_THREADS threads (default: all cores, ops_set_threads(0))
-// Output lines for scripts start with "RESULT <name> <s/batch> <images/s>".
+//   BENCH_SKIP   comma list of forward,fwd_bwd,sam_step to leave out
+// Output lines for scripts start with "RESULT <name> <s/batch> <images/s>",
+// "SPLIT ..." and "GFLOPS ..." (train/bench.h).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include "autograd/ops.h"
-#include "layers/poster.h"
-#include "train/loss.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "train/bench.h"
 
 static int env_int(const char *name, int def, int lo, int hi) {
     const char *v = getenv(name);
@@ -50,51 +46,6 @@ static int env_int(const char *name, int def, int lo, int hi) {
     return (int)x;
 }
 
-static double peak_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;
-}
-
-// One forward (mode 0), or `passes` forward+backward passes (mode 1; 2 = SAM).
-static void run_once(poster_model *m, const loss_opts *lo, const float *x, const int64_t *y,
-                     int batch, int size, int mode, int passes, rng *r) {
-    if (mode == 0) {
-        tensor *in = tensor_from(4, (int[]){batch, 3, size, size}, x);
-        bool prev = ag_no_grad_begin();
-        poster_forward(m, in, false, NULL);
-        ag_no_grad_end(prev);
-        ag_step_reset();
-        return;
-    }
-    param_store *s = poster_store(m);
-    for (int p = 0; p < passes; p++) {
-        tensor *in = tensor_from(4, (int[]){batch, 3, size, size}, x);
-        store_zero_grad(s);
-        tensor *logits = poster_forward(m, in, true, r);
-        ag_backward(loss_compute(lo, logits, y));
-        ag_step_reset();
-    }
-}
-
-static double time_median(poster_model *m, const loss_opts *lo, const float *x, const int64_t *y,
-                          int batch, int size, int mode, int passes, int iters, rng *r,
-                          double *tmin, double *tmax) {
-    double *t = malloc((size_t)iters * sizeof(double));
-    run_once(m, lo, x, y, batch, size, mode, passes, r);   // warm-up: arena, OpenMP pool
-    for (int i = 0; i < iters; i++) {
-        double t0 = now_s();
-        run_once(m, lo, x, y, batch, size, mode, passes, r);
-        t[i] = now_s() - t0;
-    }
-    qsort(t, (size_t)iters, sizeof(double), cmp_double);
-    double med = iters % 2 ? t[iters / 2] : 0.5 * (t[iters / 2 - 1] + t[iters / 2]);
-    *tmin = t[0];
-    *tmax = t[iters - 1];
-    free(t);
-    return med;
-}
-
 static void report(const char *name, double med, double tmin, double tmax, int batch) {
     printf("%-30s %8.3f s/batch %8.2f images/s  (min %.3f, max %.3f)\n", name, med, batch / med,
            tmin, tmax);
@@ -102,45 +53,45 @@ static void report(const char *name, double med, double tmin, double tmax, int b
     fflush(stdout);
 }
 
+static bool skipped(const char *what) {
+    const char *s = getenv("BENCH_SKIP");
+    return s && strstr(s, what);
+}
+
 static int bench_one(const char *label, const poster_opts *o, int size, int batch, int iters,
-                     bool sam) {
+                     double sgemm) {
     char err[1024];
-    poster_model *m = poster_create(o, 1, err, sizeof err);
-    if (!m) {
+    loss_opts lo;
+    loss_opts_default(&lo);
+    optim_opts oo;
+    optim_opts_default(&oo);   // official: SAM (rho 0.05) around Adam (lr 4e-5)
+    bench_ctx c;
+    if (bench_ctx_init(&c, o, &lo, &oo, batch, size, err, sizeof err)) {
         fprintf(stderr, "bench_model: %s\n", err);
         return 1;
     }
-    loss_opts lo;
-    loss_opts_default(&lo);
-    int64_t n = (int64_t)batch * 3 * size * size;
-    float *x = malloc((size_t)n * sizeof(float));
-    int64_t *y = malloc((size_t)batch * sizeof(int64_t));
-    rng r;
-    rng_seed(&r, 7);
-    for (int64_t i = 0; i < n; i++) x[i] = (float)rng_normal(&r);
-    for (int b = 0; b < batch; b++) y[b] = rng_below(&r, o->num_classes);
     printf("== %s model: depth %d, ir_units %d,%d,%d, input %d, batch %d, %d threads, "
-           "drop path %.2f, median of %d runs after 1 warm-up\n",
+           "drop path %.2f, %.2f GMAC/image, median of %d runs after 1 warm-up\n",
            label, o->depth, o->ir_units[0], o->ir_units[1], o->ir_units[2], size, batch,
-           ops_threads(), o->drop_path_rate, iters);
+           ops_threads(), o->drop_path_rate, c.macs.total * 1e-9, iters);
+    static const char *what[3] = {"forward", "fwd_bwd", "sam_step"};
     char name[96];
-    double med, mn, mx;
-    snprintf(name, sizeof name, "%s_forward", label);
-    med = time_median(m, &lo, x, y, batch, size, 0, 1, iters, &r, &mn, &mx);
-    report(name, med, mn, mx, batch);
-    snprintf(name, sizeof name, "%s_fwd_bwd", label);
-    med = time_median(m, &lo, x, y, batch, size, 1, 1, iters, &r, &mn, &mx);
-    report(name, med, mn, mx, batch);
-    if (sam) {
-        snprintf(name, sizeof name, "%s_sam_step", label);
-        med = time_median(m, &lo, x, y, batch, size, 1, 2, iters, &r, &mn, &mx);
+    for (int mode = 0; mode < 3; mode++) {
+        if (skipped(what[mode])) continue;
+        double mn, mx, med = bench_time(&c, mode, iters, mode == BENCH_STEP, &mn, &mx);
+        snprintf(name, sizeof name, "%s_%s", label, what[mode]);
         report(name, med, mn, mx, batch);
+        if (mode == BENCH_STEP) {
+            // Right after the step as well: other jobs may share the cores, and the
+            // yardstick should see the same machine as the step.
+            double after = bench_sgemm_gflops(2048, 2);
+            printf("cblas_sgemm 2048^3 after the step: %.1f GFLOP/s\n", after);
+            bench_print_split(&c, mode, iters, med, 0.5 * (sgemm + after), stdout);
+        }
     }
-    printf("%s peak resident memory: %.0f MB\n", label, peak_mb());
-    printf("RESULT %s_peak_rss_mb %.0f 0\n", label, peak_mb());
-    free(x);
-    free(y);
-    poster_free(m);
+    printf("%s peak resident memory: %.0f MB\n", label, bench_peak_rss_mb());
+    printf("RESULT %s_peak_rss_mb %.0f 0\n", label, bench_peak_rss_mb());
+    bench_ctx_free(&c);
     return 0;
 }
 
@@ -151,18 +102,21 @@ int main(void) {
     const char *models = getenv("BENCH_MODELS");
     if (!models || !*models) models = "large,small";
     ops_set_threads(threads);
+    double sgemm = bench_sgemm_gflops(2048, 2);
+    printf("cblas_sgemm 2048^3: %.1f GFLOP/s on %d threads\nRESULT sgemm_gflops %.3f 0\n", sgemm,
+           ops_threads(), sgemm);
     int rc = 0;
     if (strstr(models, "large")) {
         poster_opts o;
         poster_opts_default(&o);
-        rc |= bench_one("large", &o, 224, batch, iters, false);
+        rc |= bench_one("large", &o, 224, batch, iters, sgemm);
     }
     if (!rc && strstr(models, "small")) {
         poster_opts o;
         poster_opts_default(&o);
         o.depth = 1;
         o.ir_units[0] = o.ir_units[1] = o.ir_units[2] = 1;
-        rc |= bench_one("small", &o, 112, batch, iters, true);
+        rc |= bench_one("small", &o, 112, batch, iters, sgemm);
     }
     ag_shutdown();
     return rc;

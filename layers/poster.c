@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "layers/layers.h"
 #include "layers/pretrained.h"
 
@@ -281,24 +282,31 @@ tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r) {
     const int B = x->shape[0];
     if (x->shape[2] == 224) x = op_subsample(x, 2);   // F.interpolate nearest: pixel (2i, 2j)
 
+    int prof = prof_enter("ir50");   // time split (autograd/profile.h); free when off
     tensor *t = ir50_forward(&m->ir, s, x, training);                 // [B,256,14,14]
     t = op_reshape(t, 3, (int[]){B, 49, 1024});                       // raw memory order
     tensor *img = nn_linear_forward(&m->ir_layer, s, t);                 // [B,49,512]
+    prof_leave(prof);
 
     tensor *lm = img;
     if (m->o.streams == STREAMS_BOTH) {
         // Frozen stream: no tape (its output needs no gradient), but in training
         // its BatchNorms may still use batch statistics (landmark_bn = batch).
         bool prev = ag_no_grad_begin();
+        prof = prof_enter("mobilefacenet");
         tensor *f = mobilefacenet_forward(&m->mf, s, x,
                                           training && m->o.landmark_bn == LANDMARK_BN_BATCH);
         lm = op_transpose(op_reshape(f, 3, (int[]){B, 512, 49}), 1, 2);   // [B,49,512]
+        prof_leave(prof);
         ag_no_grad_end(prev);
     }
     tensor *y = pyramid_fuse_forward(&m->pf, s, img, lm, training, r);  // [B,512]
+    prof = prof_enter("head");
     tensor *g = nn_linear_forward(&m->se2, s, op_relu(nn_linear_forward(&m->se1, s, y)));
     y = op_mul(y, op_sigmoid(g));
-    return nn_linear_forward(&m->head, s, y);                            // [B,K]
+    y = nn_linear_forward(&m->head, s, y);                               // [B,K]
+    prof_leave(prof);
+    return y;
 }
 
 // ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "autograd/profile.h"
 #include "layers/layers.h"
 
 // ---------------------------------------------------------------------------
@@ -21,30 +22,22 @@ static void cross_attn_init(cross_attn *m, layer_builder *b, const char *prefix,
 }
 
 // y: the normed tokens [B,100,dim]. Keys and values come from one half (kv
-// output laid out [2, heads, c]); the queries are the other half's tokens
-// split into heads with NO projection. Output [B,50,dim].
+// output laid out [2, heads, c]: keys in columns [0, dim), values after); the
+// queries are the other half's tokens split into heads with NO projection.
+// op_attention reads the heads straight from y and kv and writes them merged.
+// Output [B,50,dim].
 tensor *cross_attn_forward(const cross_attn *m, param_store *s, tensor *y) {
-    const int B = y->shape[0], C = m->dim, H = PF_HEADS, c = C / H;
-    const int N = PF_IMG, Nq = y->shape[1] - PF_IMG;
-    tensor *img = op_slice(y, 1, 0, PF_IMG);                      // [B,50,C]
-    tensor *lm = op_slice(y, 1, PF_IMG, y->shape[1]);            // [B,50,C]
-    tensor *src = m->kv_from_image ? img : lm;
-    tensor *qs = m->kv_from_image ? lm : img;
-
-    tensor *kv = nn_linear_forward(&m->kv, s, src);                  // [B,N,2C]
-    kv = op_reshape(kv, 5, (int[]){B, N, 2, H, c});
-    kv = op_permute(kv, (int[]){2, 0, 3, 1, 4});                  // [2,B,H,N,c]
-    tensor *k = op_reshape(op_slice(kv, 0, 0, 1), 4, (int[]){B, H, N, c});
-    tensor *v = op_reshape(op_slice(kv, 0, 1, 2), 4, (int[]){B, H, N, c});
-    tensor *q = op_permute(op_reshape(qs, 4, (int[]){B, Nq, H, c}),
-                           (int[]){0, 2, 1, 3});                  // [B,H,Nq,c]
-
-    tensor *att = op_matmul(q, k, false, true);                   // [B,H,Nq,N]
-    att = op_softmax(op_scale(att, (float)(1.0 / sqrt((double)c))));
-    tensor *o = op_matmul(att, v, false, false);                  // [B,H,Nq,c]
-    o = op_permute(o, (int[]){0, 2, 1, 3});                       // [B,Nq,H,c]
-    o = op_reshape(o, 3, (int[]){B, Nq, C});
-    return nn_linear_forward(&m->proj, s, o);                        // [B,Nq,C]
+    const int C = m->dim, H = PF_HEADS, c = C / H;
+    const int Nq = y->shape[1] - PF_IMG;
+    int prof = prof_enter("transformer.attention");
+    tensor *src = m->kv_from_image ? op_slice(y, 1, 0, PF_IMG)              // [B,50,C]
+                                   : op_slice(y, 1, PF_IMG, y->shape[1]);
+    tensor *kv = nn_linear_forward(&m->kv, s, src);                          // [B,50,2C]
+    int q0 = m->kv_from_image ? PF_IMG : 0;                                  // the other half
+    tensor *o = op_attention(y, q0, Nq, kv, H, (float)(1.0 / sqrt((double)c)));   // [B,Nq,C]
+    o = nn_linear_forward(&m->proj, s, o);                                   // [B,Nq,C]
+    prof_leave(prof);
+    return o;
 }
 
 // ---------------------------------------------------------------------------
@@ -68,19 +61,35 @@ void block_init(block *m, layer_builder *b, const char *prefix, int dim, bool to
                     1, false);
 }
 
+// The norm and MLP of a block in their own profiler sections (the time split
+// of `poster bench`).
+static tensor *layernorm_timed(const layernorm *m, param_store *s, tensor *x) {
+    int p = prof_enter("transformer.norm");
+    tensor *y = nn_layernorm_forward(m, s, x);
+    prof_leave(p);
+    return y;
+}
+
+static tensor *mlp_timed(const mlp *m, param_store *s, tensor *x) {
+    int p = prof_enter("transformer.mlp");
+    tensor *y = nn_mlp_forward(m, s, x);
+    prof_leave(p);
+    return y;
+}
+
 // x [B,100,dim] -> [B,100,dim]. Each of the four residual branches draws its
 // own drop path mask (one DropPath module called four times).
 tensor *block_forward(const block *m, param_store *s, tensor *x, float drop_rate, bool training,
                       rng *r) {
     tensor *img = op_slice(x, 1, 0, PF_IMG);
     tensor *lm = op_slice(x, 1, PF_IMG, x->shape[1]);
-    tensor *t = cross_attn_forward(&m->attn_img, s, nn_layernorm_forward(&m->norm1, s, x));
+    tensor *t = cross_attn_forward(&m->attn_img, s, layernorm_timed(&m->norm1, s, x));
     img = op_add(img, op_drop_path(t, drop_rate, training, r));
-    t = nn_mlp_forward(&m->mlp1, s, nn_layernorm_forward(&m->norm2, s, img));
+    t = mlp_timed(&m->mlp1, s, layernorm_timed(&m->norm2, s, img));
     img = op_add(img, op_drop_path(t, drop_rate, training, r));
-    t = cross_attn_forward(&m->attn_lm, s, nn_layernorm_forward(&m->norm3, s, x));
+    t = cross_attn_forward(&m->attn_lm, s, layernorm_timed(&m->norm3, s, x));
     lm = op_add(lm, op_drop_path(t, drop_rate, training, r));
-    t = nn_mlp_forward(&m->mlp2, s, nn_layernorm_forward(&m->norm4, s, lm));
+    t = mlp_timed(&m->mlp2, s, layernorm_timed(&m->norm4, s, lm));
     lm = op_add(lm, op_drop_path(t, drop_rate, training, r));
     tensor *parts[2] = {img, lm};
     tensor *y = op_concat(parts, 2, 1);                           // [B,100,dim]
@@ -175,6 +184,7 @@ static tensor *prepend_mean(tensor *x) {   // [B,49,D] -> [B,50,D], token 0 = me
 tensor *pyramid_fuse_forward(const pyramid_fuse *m, param_store *s, tensor *img, tensor *lm,
                              bool training, rng *r) {
     const int B = img->shape[0];
+    int prof = prof_enter("transformer");   // time split (autograd/profile.h)
     tensor *ti = op_add(prepend_mean(img), lb_t(s, m->pos_embed));   // [B,50,512]
     tensor *tl = prepend_mean(lm);                                   // no position embedding
     tensor *parts[2] = {ti, tl};
@@ -186,5 +196,7 @@ tensor *pyramid_fuse_forward(const pyramid_fuse *m, param_store *s, tensor *img,
         pyramid_block_forward(&m->blocks[i], s, xs, m->drop_rate[i], training, r);
     // LayerNorm is per token: normalizing token 0 alone equals norm(l)[:, 0].
     tensor *cls = op_reshape(op_slice(xs[0], 1, 0, 1), 2, (int[]){B, 512});
-    return nn_layernorm_forward(&m->norm, s, cls);                      // [B,512]
+    tensor *y = nn_layernorm_forward(&m->norm, s, cls);                 // [B,512]
+    prof_leave(prof);
+    return y;
 }

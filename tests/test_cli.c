@@ -32,7 +32,7 @@ static void test_help_lists_everything(void **state) {
 static void test_bench_runs_and_rejects_bad_flags(void **state) {
     (void)state;
     if (!bin()) tu_skip("%s: POSTER_BIN is not set (make test sets it)", __func__);
-    static char out[8192];
+    static char out[16384];
     int rc = run("bench --set model.depth=1 --set model.ir_units=1,1,1 --batch 2 --size 112 "
                  "--iters 1", out, sizeof out);
     if (rc != 0) fail_msg("poster bench failed (%d):\n%s", rc, out);
@@ -42,6 +42,18 @@ static void test_bench_runs_and_rejects_bad_flags(void **state) {
     assert_non_null(line);
     assert_int_equal(sscanf(line, "forward (eval) %lf s/batch %lf images/s", &sec, &ips), 2);
     assert_true(sec > 0 && ips > 0);
+    // The official training step (SAM around Adam), its time split and GFLOP/s.
+    line = strstr(out, "training step (SAM + adam)");
+    if (!line) fail_msg("no SAM training step in:\n%s", out);
+    assert_int_equal(sscanf(line, "training step (SAM + adam) %lf s/batch %lf images/s", &sec, &ips),
+                     2);
+    assert_true(sec > 0 && ips > 0);
+    const char *split[] = {"SPLIT train_step ir50 ", "SPLIT train_step transformer ",
+                           "SPLIT train_step sam ", "SPLIT train_step optimizer ", "GFLOPS train_step "};
+    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++)
+        if (!strstr(out, split[i])) fail_msg("no '%s' in:\n%s", split[i], out);
+    assert_int_equal(run("bench --help", out, sizeof out), 0);
+    assert_non_null(strstr(out, "optim_sam_perturb"));
     assert_int_equal(run("bench --batch 0", out, sizeof out), 2);
     assert_non_null(strstr(out, "--batch 0"));
     assert_int_equal(run("bench --set model.depth=0", out, sizeof out), 1);

@@ -1,26 +1,35 @@
 #!/bin/bash
-# Speed of the C framework as RATIOS against PyTorch on the same machine, in
-# the same run (we never quote wall-clock times as claims: they depend on the
-# machine and its load). Runs, one after the other:
-#   bench_conv        / bench/bench_conv_torch.py   IR-50 trunk convs, batch B
-#   bench_model       / bench/bench_model_torch.py  large POSTER, batch B:
-#                       forward (eval) and forward+backward (train, official loss)
+# Speed and memory of the C framework as RATIOS against PyTorch on the same
+# machine, in the same run (we never quote wall-clock times as claims: they
+# depend on the machine and its load). Runs, one after the other:
+#   bench_conv        / bench/bench_conv_torch.py   IR-50 trunk convs (first batch size)
+#   for each batch size B in BENCH_BATCH:
+#     bench_model     / bench/bench_model_torch.py  large POSTER, batch B:
+#                       forward (eval), forward+backward (train, drop path on,
+#                       official loss) and the official SAM step (two passes,
+#                       SAM rho 0.05 around Adam lr 4e-5), each process under
+#                       /usr/bin/time for its peak resident memory
 #   bench_loader                                   input pipeline images/s
-# and prints one table: ours/torch time (< 1 = we are faster) and images/s
-# ratio (> 1 = we are faster), then the loader's images/s against the model's
-# training images/s (the loader must not be the bottleneck).
+# and prints one table per batch size: ours/torch time (< 1 = we are faster),
+# images/s ratio (> 1 = we are faster) against the targets of issue 10, peak
+# resident memory of both processes and bytes per image; our time split of the
+# SAM step and its GFLOP/s against a large cblas_sgemm; then the loader's
+# images/s against the model's training images/s.
 #
 # Usage: tools/bench_vs_torch.sh [BENCH_BIN_DIR]   (default build/bench)
-# Environment: BENCH_BATCH (16), BENCH_ITERS (3 timed runs, median),
+# Environment: BENCH_BATCH ("16 64": a list), BENCH_ITERS (3 timed runs, median),
 #   BENCH_THREADS (2: both sides get the same thread count),
 #   OMP_WAIT_POLICY (passive: other jobs share the cores; applies to both sides),
 #   BENCH_OUT (folder for the raw logs, default build/bench_vs_torch),
+#   BENCH_SKIP (comma list of forward,fwd_bwd,sam_step to leave out, both sides),
 #   SKIP_CONV=1 / SKIP_LOADER=1 to skip parts.
 set -u
 BIN=${1:-build/bench}
-BATCH=${BENCH_BATCH:-16}
+BATCHES=${BENCH_BATCH:-16 64}
+BATCHES=${BATCHES//,/ }
 ITERS=${BENCH_ITERS:-3}
 THREADS=${BENCH_THREADS:-2}
+SKIP=${BENCH_SKIP:-}
 OUT=${BENCH_OUT:-build/bench_vs_torch}
 PY=/usr/bin/python3
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -36,8 +45,12 @@ if ! $PY -c "import torch" 2>/dev/null; then
     echo "bench_vs_torch: $PY cannot import torch (Debian python3-torch is expected)" >&2
     exit 1
 fi
+for B in $BATCHES; do
+    case $B in ''|*[!0-9]*) echo "bench_vs_torch: BENCH_BATCH: '$B' is not a batch size" >&2; exit 1;; esac
+done
+FIRST=${BATCHES%% *}
 
-echo "bench_vs_torch: $(nproc) cores, $THREADS threads each side, batch $BATCH, $ITERS timed runs," \
+echo "bench_vs_torch: $(nproc) cores, $THREADS threads each side, batch $BATCHES, $ITERS timed runs," \
      "OMP_WAIT_POLICY=$OMP_WAIT_POLICY, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 run() {   # name, command...: runs it, keeps the log, fails loudly
     local name=$1
@@ -51,36 +64,51 @@ run() {   # name, command...: runs it, keeps the log, fails loudly
 }
 
 if [ "${SKIP_CONV:-0}" != 1 ]; then
-    run conv_c env OMP_NUM_THREADS=$THREADS "$BIN/bench_conv" "$ITERS" "$BATCH"
-    run conv_torch $PY bench/bench_conv_torch.py "$ITERS" "$BATCH"
+    run conv_c env OMP_NUM_THREADS=$THREADS "$BIN/bench_conv" "$ITERS" "$FIRST"
+    run conv_torch $PY bench/bench_conv_torch.py "$ITERS" "$FIRST"
 fi
-# The torch model script takes drop path 0; ours uses the training drop path
-# (0.1): a per-sample scale, negligible time either way.
 # Peak resident memory of both model processes, measured the same way.
 TIMEV=()
 [ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -f "MAXRSS_KB %M")
-run model_c "${TIMEV[@]}" env BENCH_MODELS=large BENCH_BATCH=$BATCH BENCH_ITERS=$ITERS BENCH_THREADS=$THREADS \
-    "$BIN/bench_model"
-run model_torch "${TIMEV[@]}" $PY bench/bench_model_torch.py "$ITERS" "$BATCH" "$THREADS"
+for B in $BATCHES; do
+    run model_c_b$B "${TIMEV[@]}" env BENCH_MODELS=large BENCH_BATCH=$B BENCH_ITERS=$ITERS \
+        BENCH_THREADS=$THREADS BENCH_SKIP=$SKIP "$BIN/bench_model"
+    run model_torch_b$B "${TIMEV[@]}" $PY bench/bench_model_torch.py "$ITERS" "$B" "$THREADS" "$SKIP"
+done
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
     run loader_c "$BIN/bench_loader"
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); logs in $OUT/"
 echo
 
-# ---- the table -------------------------------------------------------------
+# ---- the tables ------------------------------------------------------------
 field() {   # file, awk program printing one number
     awk "$2" "$1" | head -1
 }
-row() {   # label, ours seconds, torch seconds, images per batch (0: no images/s)
-    awk -v l="$1" -v a="$2" -v b="$3" -v n="$4" 'BEGIN {
+row() {   # label, ours seconds, torch seconds, images per batch (0: no images/s), target im/s ratio
+    awk -v l="$1" -v a="$2" -v b="$3" -v n="$4" -v t="${5:-}" 'BEGIN {
         if (a == "" || b == "" || a + 0 <= 0 || b + 0 <= 0) { printf "%-34s   (missing)\n", l; exit }
-        if (n > 0) printf "%-34s %9.3f %9.3f %9.3f %9.2f %9.2f %9.3f\n", l, a, b, a / b, n / a, n / b, b / a;
-        else       printf "%-34s %9.3f %9.3f %9.3f %9s %9s %9s\n", l, a, b, a / b, "-", "-", "-" }'
+        if (n > 0) {
+            printf "%-34s %9.3f %9.3f %9.3f %9.2f %9.2f %9.3f", l, a, b, a / b, n / a, n / b, b / a
+            if (t != "") printf "   target >= %s: %s", t, (b / a >= t ? "met" : "NOT MET")
+            printf "\n"
+        } else printf "%-34s %9.3f %9.3f %9.3f %9s %9s %9s\n", l, a, b, a / b, "-", "-", "-" }'
 }
-printf "%-34s %9s %9s %9s %9s %9s %9s\n" "measurement (batch $BATCH)" "ours s" "torch s" \
-    "time o/t" "ours im/s" "torch im/s" "im/s o/t"
+result() {   # log, RESULT name: seconds
+    field "$1" "\$1 == \"RESULT\" && \$2 == \"$2\" { print \$3 }"
+}
+maxrss_mb() {   # log: MB from /usr/bin/time, else the process's own getrusage line
+    local v
+    v=$(field "$1" '$1 == "MAXRSS_KB" { printf "%.0f", $2 / 1024 }')
+    [ -z "$v" ] && v=$(field "$1" '$1 == "RESULT" && $2 ~ /peak_rss_mb$/ { print $3 }')
+    echo "$v"
+}
+hdr() {
+    printf "%-34s %9s %9s %9s %9s %9s %9s\n" "$1" "ours s" "torch s" "time o/t" "ours im/s" \
+        "torch im/s" "im/s o/t"
+}
 if [ "${SKIP_CONV:-0}" != 1 ]; then
+    hdr "IR-50 trunk convs (batch $FIRST)"
     tf=$(field "$OUT/conv_torch.log" '/IR-50 stages 1-3 convs/ { gsub(",", ""); for (i = 1; i <= NF; i++) if ($i == "forward") print $(i+1) }')
     tb=$(field "$OUT/conv_torch.log" '/IR-50 stages 1-3 convs/ { gsub(",", ""); for (i = 1; i <= NF; i++) if ($i == "backward") print $(i+1) }')
     for mode in 1 2; do
@@ -89,32 +117,53 @@ if [ "${SKIP_CONV:-0}" != 1 ]; then
         row "IR-50 convs forward (mode $mode)" "$cf" "$tf" 0
         row "IR-50 convs backward (mode $mode)" "$cb" "$tb" 0
     done
+    echo
 fi
-mf=$(field "$OUT/model_c.log" '$1 == "RESULT" && $2 == "large_forward" { print $3 }')
-mb=$(field "$OUT/model_c.log" '$1 == "RESULT" && $2 == "large_fwd_bwd" { print $3 }')
-pf=$(field "$OUT/model_torch.log" '/^forward / { print $3 }')
-pb=$(field "$OUT/model_torch.log" '/^forward\+backward / { print $3 }')
-row "POSTER large forward (eval)" "$mf" "$pf" "$BATCH"
-row "POSTER large forward+backward" "$mb" "$pb" "$BATCH"
-rss=$(field "$OUT/model_c.log" '$1 == "RESULT" && $2 == "large_peak_rss_mb" { print $3 }')
-mc=$(field "$OUT/model_c.log" '$1 == "MAXRSS_KB" { printf "%.0f", $2 / 1024 }')
-mt=$(field "$OUT/model_torch.log" '$1 == "MAXRSS_KB" { printf "%.0f", $2 / 1024 }')
-if [ -n "$mc" ] && [ -n "$mt" ]; then
-    awk -v a="$mc" -v b="$mt" 'BEGIN { printf "%-34s %9d %9d %9.3f   (MB, peak RSS of the whole process, /usr/bin/time)\n", "peak memory, model processes", a, b, a / b }'
-else
-    echo "peak resident memory of bench_model (large, batch $BATCH): ${rss:-?} MB (no /usr/bin/time for torch's)"
+declare -A RSS_C RSS_T
+for B in $BATCHES; do
+    C=$OUT/model_c_b$B.log
+    T=$OUT/model_torch_b$B.log
+    hdr "POSTER large, batch $B"
+    row "forward (eval)" "$(result "$C" large_forward)" "$(field "$T" '/^forward  / { print $3 }')" "$B" 2
+    row "forward+backward (train)" "$(result "$C" large_fwd_bwd)" "$(field "$T" '/^forward\+backward / { print $3 }')" "$B"
+    row "SAM step (2 passes, SAM, Adam)" "$(result "$C" large_sam_step)" "$(field "$T" '/^SAM step / { print $4 }')" "$B" 2.5
+    mc=$(maxrss_mb "$C")
+    mt=$(maxrss_mb "$T")
+    RSS_C[$B]=$mc
+    RSS_T[$B]=$mt
+    if [ -n "$mc" ] && [ -n "$mt" ]; then
+        awk -v a="$mc" -v b="$mt" -v n="$B" 'BEGIN {
+            printf "%-34s %9d %9d %9.3f   (MB, whole process)   target <= 1: %s\n", "peak resident memory", a, b, a / b, (a <= b ? "met" : "NOT MET")
+            printf "%-34s %9.1f %9.1f %9.3f   (MB per image)\n", "peak memory / batch", a / n, b / n, a / b }'
+    fi
+    sed -n '/^time split/,/^model FLOPs/p' "$C"
+    echo
+done
+set -- $BATCHES
+if [ $# -ge 2 ]; then
+    b0=$1
+    b1=${!#}
+    if [ -n "${RSS_C[$b0]}" ] && [ -n "${RSS_C[$b1]}" ] && [ -n "${RSS_T[$b0]}" ] && [ -n "${RSS_T[$b1]}" ]; then
+        awk -v c0="${RSS_C[$b0]}" -v c1="${RSS_C[$b1]}" -v t0="${RSS_T[$b0]}" -v t1="${RSS_T[$b1]}" \
+            -v b0="$b0" -v b1="$b1" 'BEGIN {
+            c = (c1 - c0) / (b1 - b0); t = (t1 - t0) / (b1 - b0)
+            printf "%-34s %9.1f %9.1f %9.3f   (MB per extra image, batch %d -> %d)\n", "activation memory per image", c, t, (t > 0 ? c / t : 0), b0, b1 }'
+    fi
 fi
-echo "(time o/t < 1 and im/s o/t > 1 mean ours is faster)"
+echo "(time o/t < 1 and im/s o/t > 1 mean ours is faster; targets from issue 10)"
 
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
     echo
-    echo "input pipeline (bench_loader, 2 workers) against the model's training images/s:"
-    train_ips=$(awk -v b="$mb" -v n="$BATCH" 'BEGIN { if (b + 0 > 0) printf "%.3f", n / b }')
-    sam_ips=$(awk -v b="$mb" -v n="$BATCH" 'BEGIN { if (b + 0 > 0) printf "%.3f", n / (2 * b) }')
+    mb=$(result "$OUT/model_c_b$FIRST.log" large_fwd_bwd)
+    ms=$(result "$OUT/model_c_b$FIRST.log" large_sam_step)
+    echo "input pipeline (bench_loader, 2 workers) against the model's training images/s (batch $FIRST):"
+    train_ips=$(awk -v b="$mb" -v n="$FIRST" 'BEGIN { if (b + 0 > 0) printf "%.3f", n / b }')
+    sam_ips=$(awk -v b="$ms" -v n="$FIRST" 'BEGIN { if (b + 0 > 0) printf "%.3f", n / b }')
     grep "JPEG ->" "$OUT/loader_c.log" | while read -r line; do
         ips=$(echo "$line" | awk '{ print $(NF-1) }')
         awk -v l="$line" -v i="$ips" -v t="$train_ips" 'BEGIN {
+            if (t + 0 <= 0) exit
             printf "  %-40s loader/model training = %8.1fx %s\n", l, i / t, (i > t ? "" : "  <-- BOTTLENECK") }'
     done
-    echo "  model training (forward+backward, no SAM): $train_ips images/s; with SAM: $sam_ips images/s"
+    echo "  model training (forward+backward, no SAM): ${train_ips:-?} images/s; SAM step: ${sam_ips:-?} images/s"
 fi
