@@ -136,7 +136,7 @@ for B in $BATCHES; do
             printf "%-34s %9d %9d %9.3f   (MB, whole process)   target <= 1: %s\n", "peak resident memory", a, b, a / b, (a <= b ? "met" : "NOT MET")
             printf "%-34s %9.1f %9.1f %9.3f   (MB per image)\n", "peak memory / batch", a / n, b / n, a / b }'
     fi
-    sed -n '/^time split/,/^model FLOPs/p' "$C"
+    sed -n '/^time split/,/^model FLOPs/p' "$C" | grep -v '^SPLIT'
     echo
 done
 set -- $BATCHES
