@@ -889,8 +889,10 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                     improved ? " (best)" : "");
         fprintf(r->log, " | lr %.3g, %.1f s\n", lr, row[HIST_SECONDS]);
         write_logs(r, row);
-        if (save_ckpt(r, "last.h5", err, errlen)) rc = -1;
-        if (rc == 0 && improved && save_best(r, &cm, &mt, err, errlen)) rc = -1;
+        // best.h5 before last.h5: a crash between the two then repeats this epoch
+        // (and writes best.h5 again) instead of losing its best.h5 for good.
+        if (improved && save_best(r, &cm, &mt, err, errlen)) rc = -1;
+        if (rc == 0 && save_ckpt(r, "last.h5", err, errlen)) rc = -1;
         ema_epoch_done(r);
         draw_curves(r);
         if (do_eval) metrics_free(&mt);
