@@ -15,6 +15,7 @@
 #include "data/data_internal.h"
 #include "test_util.h"
 #include "train/sweep.h"
+#include "train/trainer.h"
 
 static char g_tmp[256];
 
@@ -152,6 +153,31 @@ static void test_stats(void **st) {
     assert_true(s.min == 0.7 && s.max == 1.0);
     s = sweep_stats(v, 1);
     assert_true(s.n == 1 && s.sd == 0 && s.mean == 0.9);
+}
+
+// configs/ablation_pyramid.ini: a valid recipe (poster train accepts its [sweep]
+// section) whose sweep is the paper's 3 levels x 3 seeds.
+static void test_ablation_config(void **st) {
+    (void)st;
+    static config c;
+    char err[2048];
+    config_init(&c);
+    train_config_register(&c);
+    if (config_load(&c, "configs/ablation_pyramid.ini", err, sizeof err) ||
+        config_validate(&c, err, sizeof err))
+        fail_msg("%s", err);
+    assert_string_equal(config_str(&c, "sweep.grid"), "model.pyramid_levels=1,2,3");
+    assert_int_equal(config_int(&c, "sweep.seeds"), 3);
+    assert_int_equal(config_int(&c, "model.depth"), 8);   // the official recipe underneath
+    if (!bin()) {
+        printf("SKIP: POSTER_BIN unset (dry run)\n");
+        return;
+    }
+    static char out[16384];
+    assert_int_equal(run_cmd("sweep --config configs/ablation_pyramid.ini --set data.root=. --dry-run",
+                             out, sizeof out), 0);
+    assert_non_null(strstr(out, "3 combinations x 3 seeds = 9 runs in runs/ablation_pyramid"));
+    assert_non_null(strstr(out, "runs/ablation_pyramid/model.pyramid_levels=3/seed125"));
 }
 
 static void test_sweep_cli(void **st) {
@@ -338,6 +364,7 @@ int main(void) {
     if (system(cmd) != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_ablation_config),
         cmocka_unit_test(test_sweep_cli),
         cmocka_unit_test(test_long_sweep),
     };
