@@ -155,6 +155,57 @@ static void test_stats(void **st) {
     assert_true(s.n == 1 && s.sd == 0 && s.mean == 0.9);
 }
 
+// A run's logs as the sweep reads them: a repeated epoch counts once (its last
+// row), the first maximum wins, the EMA's row when strictly better, test.json.
+static void test_read_run(void **st) {
+    (void)st;
+    const char *d = tp("/logs");
+    char path[800];
+    mkdir(d, 0777);
+    snprintf(path, sizeof path, "%s/log.csv", d);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "epoch,lr,train_loss,train_acc,val_loss,val_acc,val_f1,val_score,seconds\n"
+               "1,0.1,2,0.2,2,0.50,0.40,0.43,10\n"
+               "2,0.1,2,0.2,2,0.70,0.60,0.63,12\n"
+               "2,0.1,2,0.2,2,0.60,0.55,0.57,14\n"    // epoch 2 again (resumed): this one
+               "3,0.1,2,0.2,2,0.65,0.50,0.55,16\n"
+               "4,0.1,2,0.2,2,0.65,0.52,0.56,18\n");
+    fclose(f);
+    sweep_run_metrics m;
+    char err[512];
+    if (sweep_read_run(d, &m, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(m.epochs, 4);
+    assert_int_equal(m.best_epoch, 3);   // 0.65 first at epoch 3 (epoch 2 is 0.60)
+    assert_true(m.best_acc == 0.65 && m.best_f1 == 0.50 && m.best_score == 0.55);
+    assert_true(m.final_acc == 0.65);
+    assert_true(fabs(m.sec_per_epoch - 14.5) < 1e-12);   // (10 + 14 + 16 + 18) / 4
+    assert_false(m.best_is_ema);
+    assert_true(isnan(m.test_acc));
+    snprintf(path, sizeof path, "%s/ema.csv", d);
+    f = fopen(path, "w");
+    fprintf(f, "epoch,val_loss,val_acc,val_f1,val_score\n1,2,0.45,0.4,0.4\n2,2,0.60,0.9,0.9\n"
+               "3,2,0.66,0.61,0.62\n4,2,0.64,0.5,0.5\n");
+    fclose(f);
+    snprintf(path, sizeof path, "%s/test.json", d);
+    f = fopen(path, "w");
+    fprintf(f, "{\"split\": \"test\", \"best_epoch\": 3, \"weights\": \"ema\", "
+               "\"test_loss\": 1.0, \"test_acc\": 0.625000, \"test_f1\": 0.5, "
+               "\"test_score\": 0.55, \"samples\": 8}\n");
+    fclose(f);
+    if (sweep_read_run(d, &m, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(m.best_epoch, 3);   // EMA 0.66 > raw 0.65 at epoch 3; 0.60 = raw at 2: raw
+    assert_true(m.best_is_ema && m.best_acc == 0.66 && m.best_f1 == 0.61);
+    assert_true(m.final_acc == 0.65);    // the final-epoch accuracy is the raw weights'
+    assert_true(m.test_acc == 0.625 && m.test_f1 == 0.5 && m.test_score == 0.55);
+    // a malformed row is named
+    snprintf(path, sizeof path, "%s/log.csv", d);
+    f = fopen(path, "a");
+    fprintf(f, "x,1,2\n");
+    fclose(f);
+    assert_int_not_equal(sweep_read_run(d, &m, err, sizeof err), 0);
+    assert_non_null(strstr(err, "log.csv:7: malformed row"));
+}
+
 // configs/ablation_pyramid.ini: a valid recipe (poster train accepts its [sweep]
 // section) whose sweep is the paper's 3 levels x 3 seeds.
 static void test_ablation_config(void **st) {
@@ -364,6 +415,7 @@ int main(void) {
     if (system(cmd) != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_read_run),
         cmocka_unit_test(test_ablation_config),
         cmocka_unit_test(test_sweep_cli),
         cmocka_unit_test(test_long_sweep),

@@ -577,6 +577,15 @@ static int write_summary(sweep *sw, FILE *log) {
                 any_test ? "; *test*: the test split evaluated once with best.h5 "
                            "(data.val_split: selection on the held-out validation set)" : "",
                 any_ema ? "; with train.ema the better of the raw and the EMA weights" : "");
+        const double vs = config_float(sw->base, "data.val_split");
+        if (vs > 0)
+            fprintf(f, "Validation: %g of every training class held out (data.val_split, "
+                    "data.val_seed %ld); test: the %s split, once per run.\n\n", vs,
+                    config_int(sw->base, "data.val_seed"), config_str(sw->base, "eval.split"));
+        else
+            fprintf(f, "Validation: the %s split (eval.split; the official code selects its "
+                    "best epoch there too, so these are not held-out numbers: see "
+                    "data.val_split).\n\n", config_str(sw->base, "eval.split"));
         for (int g = 0; g < sw->ng; g++) fprintf(f, "| %s ", sw->g[g].key);
         fprintf(f, "| runs | best val acc | macro F1 | score | final acc |%s parameters | s/epoch |\n",
                 any_test ? " test acc | test F1 |" : "");
