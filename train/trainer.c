@@ -913,7 +913,6 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                 "outputs in %s\n",
                 now_s() - t_run, (long long)steps_this_run, r->o.eval_split, r->ci.best_acc,
                 r->ci.best_epoch, r->o.out_dir);
-    if (rc == 0 && r->test_ds) rc = final_test(r, err, errlen);
     if (res) {
         res->steps = r->step;
         res->skipped_steps = r->skipped;
@@ -926,6 +925,8 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
         res->counters = malloc((size_t)(r->s->n_counters ? r->s->n_counters : 1) * sizeof(int64_t));
         memcpy(res->counters, r->s->counters, (size_t)r->s->n_counters * sizeof(int64_t));
     }
+    // after res took the final weights: this loads best.h5's
+    if (rc == 0 && r->test_ds) rc = final_test(r, err, errlen);
     teardown(r);
     if (quiet) fclose(quiet);
     return rc;
