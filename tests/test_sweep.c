@@ -110,9 +110,10 @@ static double csv_field(const char *csv, const char *first, const char *name) {
     char *text = strdup(csv), *save = NULL;
     char *header = strtok_r(text, "\n", &save);
     int col = -1, c = 0;
-    char *hs = NULL;
-    for (char *t = strtok_r(strdup(header), ",", &hs); t; t = strtok_r(NULL, ",", &hs), c++)
+    char *hs = NULL, *hcopy = strdup(header);
+    for (char *t = strtok_r(hcopy, ",", &hs); t; t = strtok_r(NULL, ",", &hs), c++)
         if (!strcmp(t, name)) col = c;
+    free(hcopy);
     if (col < 0) fail_msg("summary.csv has no column %s", name);
     double v = NAN;
     for (char *row = strtok_r(NULL, "\n", &save); row; row = strtok_r(NULL, "\n", &save)) {
