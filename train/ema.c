@@ -9,7 +9,7 @@
 #include "layers/state_io.h"
 
 static const config_key k_ema[] = {
-    {"train.ema", CK_FLOAT, "0", 0, 0.999999999, NULL,
+    {"train.ema", CK_FLOAT, "0", 0, 0.99999, NULL,
      "decay of an exponential moving average of the weights (timm ModelEmaV2; e.g. 0.9998), "
      "evaluated alongside them; 0 = off"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
