@@ -14,6 +14,7 @@
 #include "data/data_internal.h"
 #include "eval/metrics.h"
 #include "eval/plot.h"
+#include "eval/tta.h"
 #include "layers/pretrained.h"
 #include "layers/state_io.h"
 #include "train/checkpoint.h"
@@ -51,7 +52,8 @@ static void eval_usage(FILE *f) {
             "                     POSTER checkpoint (.pth) is read directly, with --config\n"
             "  --split NAME       split to evaluate (default eval.split: val; test, train)\n"
             "  --out DIR          where eval_<split>.csv and eval_<split>_confusion.png go\n"
-            "                     (default: the checkpoint's folder)\n");
+            "                     (default: the checkpoint's folder)\n"
+            "  --set eval.tta=flip  average the softmax of every image and its horizontal flip\n");
 }
 
 // Shared by eval and predict: configuration from the checkpoint, then args.
@@ -135,11 +137,13 @@ int cli_eval(int argc, char **argv) {
     }
     loader_opts lopt;
     train_loader_opts(&c, &lopt, (int)config_int(&c, "eval.batch_size"), false);
-    eval_args ea = {(int)config_int(&c, "eval.batch_size"), lopt.image_size, lopt.workers, &lo, 0};
+    eval_args ea = {(int)config_int(&c, "eval.batch_size"), lopt.image_size, lopt.workers, &lo, 0,
+                    tta_from_config(&c)};
     confusion cm;
     confusion_init(&cm, po.num_classes);
     double loss;
-    fprintf(stderr, "evaluating %s on split '%s' (%d samples)\n", ckpt, split, dataset_size(d));
+    fprintf(stderr, "evaluating %s on split '%s' (%d samples)%s\n", ckpt, split, dataset_size(d),
+            ea.tta ? ", TTA: mean softmax of the image and its horizontal flip" : "");
     if (train_evaluate(m, d, &ea, &cm, &loss, NULL, err, sizeof err)) {
         fprintf(stderr, "poster eval: %s\n", err);
         confusion_free(&cm);
@@ -149,7 +153,8 @@ int cli_eval(int argc, char **argv) {
     metrics_compute(&cm, &mt);
     const char **names = malloc((size_t)po.num_classes * sizeof(char *));
     for (int k = 0; k < po.num_classes; k++) names[k] = dataset_class_name(d, k);
-    printf("checkpoint %s, split %s\nloss      %.4f\n", ckpt, split, loss);
+    printf("checkpoint %s, split %s%s\nloss      %.4f\n", ckpt, split,
+           ea.tta ? " (eval.tta = flip)" : "", loss);
     metrics_print(&mt, &cm, names, stdout);
     char dir[1024], path[1200], title[256];
     if (out) snprintf(dir, sizeof dir, "%s", out);
@@ -189,7 +194,8 @@ static void predict_usage(FILE *f) {
             "usage: poster predict --checkpoint CKPT [--top K] [--set k=v]... IMAGE...\n\n"
             "  For each JPEG: the top K classes (default 3) with their probabilities.\n"
             "  Model, class names and preprocessing (channel order, resize, normalization,\n"
-            "  as in evaluation) come from the checkpoint.\n");
+            "  as in evaluation) come from the checkpoint. --set eval.tta=flip averages the\n"
+            "  probabilities of the image and its horizontal flip.\n");
 }
 
 int cli_predict(int argc, char **argv) {
@@ -259,6 +265,8 @@ int cli_predict(int argc, char **argv) {
     const bool bgr = !strcmp(co, "bgr") || (!strcmp(co, "auto") && !strcmp(format, "rafdb"));
     const int S = (int)config_int(&c, "data.image_size"), step = 224 / S;
     float *x = malloc((size_t)3 * S * S * sizeof(float));
+    float *prob = malloc((size_t)K * sizeof(float));
+    const int tta = tta_from_config(&c);
     aug_scratch scr;
     memset(&scr, 0, sizeof scr);
     rc = 0;
@@ -272,21 +280,19 @@ int cli_predict(int argc, char **argv) {
         }
         aug_apply(&im, NULL, bgr, 224, step, &scr, x);   // evaluation preprocessing
         image_free(&im);
-        bool prev = ag_no_grad_begin();
-        tensor *z = poster_forward(m, tensor_from(4, (int[]){1, 3, S, S}, x), false, NULL);
-        tensor *p = op_softmax(z);
-        ag_no_grad_end(prev);
+        // eval.tta = flip: the mean softmax of the image and its mirror image
+        tta_probs(m, tensor_from(4, (int[]){1, 3, S, S}, x), tta, prob);
         printf("%s", imgs[i]);
         bool *used = calloc((size_t)K, sizeof(bool));
         for (int t = 0; t < top; t++) {
             int best = -1;
             for (int k = 0; k < K; k++)
-                if (!used[k] && (best < 0 || p->data[k] > p->data[best])) best = k;
+                if (!used[k] && (best < 0 || prob[k] > prob[best])) best = k;
             used[best] = true;
             char num[16];
             snprintf(num, sizeof num, "%d", best);
             printf("%s %s %.4f", t ? "," : ":", names[best] ? names[best] : num,
-                   (double)p->data[best]);
+                   (double)prob[best]);
         }
         printf("\n");
         free(used);
@@ -294,6 +300,7 @@ int cli_predict(int argc, char **argv) {
     }
     aug_scratch_free(&scr);
     free(x);
+    free(prob);
     free(names);
     free(names_text);
 done:

@@ -277,3 +277,150 @@ int plot_curves(const char *path, const plot_curves_data *d, char *err, size_t e
     cairo_destroy(cr);
     return finish(surf, path, err, errlen);
 }
+
+// ---- a sweep: accuracy per combination with its spread over seeds ----
+
+int plot_spread(const char *path, const plot_spread_data *d, char *err, size_t errlen) {
+    const int n = d->n;
+    // Measure the labels: rotated under the axis when they do not fit a column.
+    cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, 8, 8);
+    cairo_t *pc = cairo_create(probe);
+    cairo_select_font_face(pc, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(pc, 12);
+    double label_w = 0;
+    for (int i = 0; i < n; i++) {
+        cairo_text_extents_t e;
+        cairo_text_extents(pc, d->labels[i] ? d->labels[i] : "", &e);
+        if (e.width > label_w) label_w = e.width;
+    }
+    cairo_destroy(pc);
+    cairo_surface_destroy(probe);
+    const double col = n <= 6 ? 130 : n <= 16 ? 70 : 40;
+    const bool rotate = label_w > col - 8;
+    const double left = 90, top = 60, right = 40, ph = 340;
+    const double bottom = (rotate ? label_w * 0.72 + 30 : 40) + 40;
+    const int W = (int)(left + (n > 0 ? n : 1) * col + right), H = (int)(top + ph + bottom);
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W < 420 ? 420 : W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    // y range over every value (percent)
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d->counts[i]; j++) {
+            double v = 100 * d->values[i][j];
+            if (!isfinite(v)) continue;
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+        }
+    if (!isfinite(lo)) lo = 0, hi = 100;
+    double pad = (hi - lo) * 0.15 + 0.5;
+    double ya, yb, ys;
+    nice_range(lo - pad, hi + pad, &ya, &yb, &ys);
+    if (ya < 0) ya = 0;
+    if (yb > 100) yb = 100;
+    if (!(yb > ya)) yb = ya + ys;
+    const double pw = n * col;
+    char buf[64];
+    cairo_set_line_width(cr, 1);
+    cairo_set_font_size(cr, 11);
+    for (double v = ya; v <= yb + ys * 1e-6; v += ys) {
+        double py = top + ph - (v - ya) / (yb - ya) * ph;
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_move_to(cr, left, py);
+        cairo_line_to(cr, left + pw, py);
+        cairo_stroke(cr);
+        cairo_set_source_rgb(cr, 0, 0, 0);
+        snprintf(buf, sizeof buf, "%g", v);
+        text_right(cr, buf, left - 5, py);
+    }
+#define Y(v) (top + ph - (100 * (v) - ya) / (yb - ya) * ph)
+    for (int i = 0; i < n; i++) {
+        const double cx = left + (i + 0.5) * col;
+        const int m = d->counts[i];
+        double sum = 0, mn = INFINITY, mx = -INFINITY;
+        int k = 0;
+        for (int j = 0; j < m; j++)
+            if (isfinite(d->values[i][j])) {
+                sum += d->values[i][j];
+                k++;
+                if (d->values[i][j] < mn) mn = d->values[i][j];
+                if (d->values[i][j] > mx) mx = d->values[i][j];
+            }
+        if (k > 0) {
+            double mean = sum / k, ss = 0;
+            for (int j = 0; j < m; j++)
+                if (isfinite(d->values[i][j])) ss += pow(d->values[i][j] - mean, 2);
+            double sd = k > 1 ? sqrt(ss / (k - 1)) : 0;
+            // min-max whisker (thin), mean +- std box, mean line
+            cairo_set_source_rgb(cr, 0.45, 0.45, 0.45);
+            cairo_set_line_width(cr, 1);
+            cairo_move_to(cr, cx, Y(mn));
+            cairo_line_to(cr, cx, Y(mx));
+            cairo_move_to(cr, cx - 8, Y(mn));
+            cairo_line_to(cr, cx + 8, Y(mn));
+            cairo_move_to(cr, cx - 8, Y(mx));
+            cairo_line_to(cr, cx + 8, Y(mx));
+            cairo_stroke(cr);
+            double bw = col * 0.36;
+            cairo_set_source_rgba(cr, 0.12, 0.47, 0.71, 0.25);
+            cairo_rectangle(cr, cx - bw / 2, Y(mean + sd), bw, Y(mean - sd) - Y(mean + sd) + 1);
+            cairo_fill(cr);
+            cairo_set_source_rgb(cr, 0.12, 0.47, 0.71);
+            cairo_set_line_width(cr, 2.5);
+            cairo_move_to(cr, cx - bw / 2, Y(mean));
+            cairo_line_to(cr, cx + bw / 2, Y(mean));
+            cairo_stroke(cr);
+            cairo_set_source_rgb(cr, 0, 0, 0);
+            cairo_set_font_size(cr, 11);
+            snprintf(buf, sizeof buf, "%.2f", 100 * mean);
+            text_centered(cr, buf, cx, Y(mx) - 12);
+        }
+        // every seed's value, spread sideways so equal values stay visible
+        cairo_set_source_rgb(cr, 1.0, 0.5, 0.05);
+        for (int j = 0; j < m; j++) {
+            if (!isfinite(d->values[i][j])) continue;
+            double dx = m > 1 ? (j - (m - 1) / 2.0) * (col * 0.3 / (m - 1)) : 0;
+            cairo_arc(cr, cx + dx, Y(d->values[i][j]), 3.5, 0, 2 * M_PI);
+            cairo_fill(cr);
+        }
+        // label
+        cairo_set_source_rgb(cr, 0, 0, 0);
+        cairo_set_font_size(cr, 12);
+        const char *lb = d->labels[i] ? d->labels[i] : "";
+        if (rotate) {
+            cairo_text_extents_t e;
+            cairo_text_extents(cr, lb, &e);
+            cairo_save(cr);
+            cairo_translate(cr, cx, top + ph + 10);
+            cairo_rotate(cr, -M_PI / 4);
+            cairo_move_to(cr, -e.width - e.x_bearing, e.height / 2);
+            cairo_show_text(cr, lb);
+            cairo_restore(cr);
+        } else {
+            text_centered(cr, lb, cx, top + ph + 16);
+        }
+    }
+#undef Y
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, left, top, pw, ph);
+    cairo_stroke(cr);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    cairo_set_font_size(cr, 13);
+    cairo_save(cr);
+    cairo_translate(cr, 24, top + ph / 2);
+    cairo_rotate(cr, -M_PI / 2);
+    text_centered(cr, d->ylabel ? d->ylabel : "accuracy (%)", 0, 0);
+    cairo_restore(cr);
+    cairo_set_font_size(cr, 11);
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    text_centered(cr, "dots: seeds; line: mean; box: mean +- std; whiskers: min-max",
+                  (W < 420 ? 420 : W) / 2.0, H - 14);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    cairo_set_font_size(cr, 16);
+    text_centered(cr, d->title ? d->title : "sweep", (W < 420 ? 420 : W) / 2.0, 24);
+    cairo_destroy(cr);
+    return finish(surf, path, err, errlen);
+}

@@ -20,3 +20,15 @@ typedef struct plot_curves_data {
 } plot_curves_data;
 
 int plot_curves(const char *path, const plot_curves_data *d, char *err, size_t errlen);
+
+// A sweep's accuracy per combination with the spread over seeds: every seed's
+// value (dots), the mean (line), mean +- sample std (box) and min-max (whiskers).
+typedef struct plot_spread_data {
+    int n;                          // combinations
+    const char *const *labels;      // [n]
+    const double *const *values;    // [n][counts[i]] fractions (NaN skipped)
+    const int *counts;              // [n]
+    const char *title, *ylabel;
+} plot_spread_data;
+
+int plot_spread(const char *path, const plot_spread_data *d, char *err, size_t errlen);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "autograd/h5io.h"
+#include "train/ema.h"
 
 volatile int ckpt_fault_inject = 0;
 
@@ -117,6 +118,11 @@ static int write_body(hid_t f, const param_store *s, const optimizer *opt, const
     if (ckpt_fault_inject) raise(SIGKILL);
     if (opt && optim_write(opt, f, "optimizer", err, errlen)) return -1;
     if (!ci) return 0;
+    if (ci->ema && ema_write(ci->ema, s, f, "ema", err, errlen)) return -1;
+    if (ci->best_weights[0] && h5_write_attr_str(f, "/", "best_weights", ci->best_weights)) {
+        snprintf(err, errlen, "cannot write the best_weights attribute");
+        return -1;
+    }
     if (write_i64(f, "progress/epoch", ci->epoch, err, errlen) ||
         write_i64(f, "progress/batches_done", ci->batches_done, err, errlen) ||
         write_i64(f, "progress/global_step", ci->global_step, err, errlen) ||
@@ -244,6 +250,8 @@ static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
     if (n < 0 || n % CKPT_HIST_COLS) goto bad;
     ci->hist = d;
     ci->n_hist = (int)(n / CKPT_HIST_COLS);
+    if (h5_read_attr_str(f, "/", "best_weights", ci->best_weights, sizeof ci->best_weights))
+        ci->best_weights[0] = 0;   // version 1, or not recorded
     if (h5_exists(f, "config") && read_text(f, "config", &ci->config_text, err, errlen))
         return -1;
     if (h5_exists(f, "class_names") &&

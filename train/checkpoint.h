@@ -1,4 +1,5 @@
-// Training checkpoints in HDF5 (format "poster-checkpoint", version 1):
+// Training checkpoints in HDF5 (format "poster-checkpoint", version 2; version 1
+// files, without the optional parts of 2, still load):
 //   /                 attrs format, version
 //   /state_dict/...   the model state (layers/state_io.h: one dataset per tensor)
 //   /optimizer/...    optimizer state (train/optim.h)
@@ -8,6 +9,10 @@
 //   /history          float64 [epochs, CKPT_HIST_COLS] per-epoch log (curves)
 //   /config           the resolved configuration text (uint8, INI)
 //   /class_names      class names in label order, one per line (uint8 text)
+//   /ema/...          (version 2, train.ema on) the EMA weights as a state_dict,
+//                     attributes decay, updates (train/ema.h)
+//   / attr best_weights  (version 2) "raw" or "ema": the weights of best.h5's
+//                     state_dict (which of the two won the model selection)
 // Writes are atomic: PATH.tmp is written, flushed, fsync'ed, closed and renamed
 // over PATH, so a crash at any point leaves the previous PATH intact.
 #pragma once
@@ -20,7 +25,7 @@
 #include "train/optim.h"
 
 #define CKPT_FORMAT "poster-checkpoint"
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2
 #define CKPT_MAX_RNG 8
 
 // Columns of a history row.
@@ -43,6 +48,9 @@ typedef struct ckpt_info {
     double *hist;              // [n_hist, CKPT_HIST_COLS], malloc'ed (ckpt_info_free)
     char *config_text;         // malloc'ed
     char *class_names;         // malloc'ed, one name per line, or NULL
+    const struct ema *ema;     // written as /ema when non-NULL (borrowed; not read back:
+                               // ema_load_ckpt does that)
+    char best_weights[8];      // "raw"/"ema" when set ("" = not recorded)
 } ckpt_info;
 
 void ckpt_info_init(ckpt_info *ci);

@@ -18,6 +18,7 @@ static const cli_cmd g_cmds[] = {
     {"forward", cli_forward, "one forward (and backward) of given weights on given inputs"},
     {"data", cli_data, "check, dump, cache (prepare) or synthesize (synth) a dataset"},
     {"train", cli_train, "train POSTER from an INI recipe (resume, fine-tune)"},
+    {"sweep", cli_sweep, "grid x seeds of train runs, resumable, with a summary over seeds"},
     {"eval", cli_eval, "accuracy, macro F1, score, per-class accuracy, confusion matrix"},
     {"predict", cli_predict, "top classes with probabilities for face images"},
     {"bench", cli_bench, "images/s of forward and training steps of a model on this machine"},

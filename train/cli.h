@@ -11,3 +11,4 @@ int cli_eval(int argc, char **argv);      // eval/eval_cli.c
 int cli_predict(int argc, char **argv);   // eval/eval_cli.c
 int cli_import(int argc, char **argv);    // train/import_cli.c
 int cli_bench(int argc, char **argv);     // train/bench_cli.c
+int cli_sweep(int argc, char **argv);     // train/sweep.c

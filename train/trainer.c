@@ -10,11 +10,15 @@
 #include <unistd.h>
 
 #include "autograd/ops.h"
+#include "data/split.h"
 #include "eval/plot.h"
+#include "eval/tta.h"
 #include "train/checkpoint.h"
 #include "train/dist.h"
+#include "train/ema.h"
 #include "train/optim.h"
 #include "train/sched.h"
+#include "train/sweep.h"
 
 static const config_key k_train[] = {
     {"train.epochs", CK_INT, "300", 1, 1000000, NULL, "epochs to train (official 300)"},
@@ -47,6 +51,10 @@ void train_config_register(config *c) {
     sched_config_register(c);
     loss_config_register(c);
     dist_config_register(c);
+    split_config_register(c);   // data.val_split, data.val_seed
+    ema_config_register(c);     // train.ema
+    tta_config_register(c);     // eval.tta (poster eval/predict)
+    sweep_config_register(c);   // sweep.* (read by poster sweep only)
 }
 
 int train_opts_from_config(const config *c, train_opts *o, char *err, size_t errlen) {
@@ -199,7 +207,8 @@ int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *
         if (n == 0) break;
         nb++;
         tensor *x = tensor_from(4, (int[]){n, 3, S, S}, img);
-        tensor *z = poster_forward(m, x, false, NULL);   // [n, K]
+        tensor *z = ea->tta ? tta_log_probs(m, x, ea->tta)        // [n, K]
+                            : poster_forward(m, x, false, NULL);  // [n, K]
         AG_ASSERT(z->ndim == 2 && z->shape[0] == n && z->shape[1] == K, "logits shape");
         for (int i = 0; i < n; i++) {
             if (lab[i] < 0 || lab[i] >= K) {
@@ -262,6 +271,9 @@ typedef struct run {
     param_store *s;
     optimizer *opt;
     dataset *train_ds, *val_ds;
+    dataset *test_ds;         // data.val_split: the test split, evaluated once at the end
+    char test_split[32];      // its name (eval.split; o.eval_split then names the held-out set)
+    ema *ema;                 // train.ema: averaged weights (NULL = off)
     loader *L;
     rng drop_rng;
     ckpt_info ci;
@@ -272,6 +284,10 @@ typedef struct run {
     int64_t step;             // optimizer steps so far (global)
     int64_t skipped;
     int64_t drop_draws;       // drop-path draws per sample per forward (several ranks)
+    // train.ema: this epoch's evaluation of the averaged weights
+    confusion ema_cm;
+    metrics ema_mt;
+    bool ema_evaluated;
 } run;
 
 // One forward/backward over samples [first, first + count) of the batch of n
@@ -366,6 +382,7 @@ static int train_step(run *r, int first, int count, int n, int epoch, int batch,
     optim_step(r->opt);
     // BatchNorm running statistics: rank 0's everywhere (see dist.h).
     dist_sync_buffers(r->s);
+    if (r->ema) ema_update(r->ema, r->s);
     return 0;
 }
 
@@ -447,6 +464,104 @@ static int save_ckpt(run *r, const char *name, char *err, size_t errlen) {
     ckpt_info_add_rng(&r->ci, "drop_path", &r->drop_rng);
     r->ci.global_step = r->step;
     return ckpt_save(path, r->s, r->opt, &r->ci, err, errlen);
+}
+
+// ---- train.ema: the averaged weights evaluated alongside the raw ones ----
+
+static int ema_epoch_eval(run *r, const eval_args *ea, int epoch, char *err, size_t errlen) {
+    confusion_init(&r->ema_cm, poster_options(r->model)->num_classes);
+    double loss;
+    ema_swap(r->ema, r->s);
+    int rc = train_evaluate(r->model, r->val_ds, ea, &r->ema_cm, &loss, NULL, err, errlen);
+    ema_swap(r->ema, r->s);
+    if (rc) {
+        confusion_free(&r->ema_cm);
+        return -1;
+    }
+    metrics_compute(&r->ema_cm, &r->ema_mt);
+    r->ema_evaluated = true;
+    fprintf(r->log, "epoch %d/%d: EMA weights (decay %g): %s loss %.4f acc %.4f F1 %.4f "
+            "score %.4f\n", epoch + 1, r->o.epochs, r->ema->decay, r->o.eval_split, loss,
+            r->ema_mt.accuracy, r->ema_mt.macro_f1, r->ema_mt.score);
+    if (dist_is_root()) ema_log_row(r->o.out_dir, epoch + 1, loss, &r->ema_mt);
+    return 0;
+}
+
+static bool ema_wins(const run *r, const metrics *raw) {
+    return r->ema_evaluated && r->ema_mt.accuracy > raw->accuracy;
+}
+
+static void ema_epoch_done(run *r) {
+    if (!r->ema_evaluated) return;
+    metrics_free(&r->ema_mt);
+    confusion_free(&r->ema_cm);
+    r->ema_evaluated = false;
+}
+
+// best.h5 holds the weights that won this epoch's selection and says which.
+static int save_best(run *r, const confusion *cm, const metrics *mt, char *err, size_t errlen) {
+    const bool use_ema = ema_wins(r, mt);
+    snprintf(r->ci.best_weights, sizeof r->ci.best_weights, "%s", use_ema ? "ema" : "raw");
+    const struct ema *keep = r->ci.ema;
+    r->ci.ema = NULL;   // best.h5's state_dict is the chosen weights
+    if (use_ema) ema_swap(r->ema, r->s);
+    int rc = save_ckpt(r, "best.h5", err, errlen);
+    if (use_ema) ema_swap(r->ema, r->s);
+    r->ci.ema = keep;
+    r->ci.best_weights[0] = 0;   // last.h5 holds the raw weights (and the EMA)
+    if (rc) return -1;
+    if (use_ema) save_confusion(r, &r->ema_cm, &r->ema_mt, "confusion");
+    else save_confusion(r, cm, mt, "confusion");
+    return 0;
+}
+
+// ---- data.val_split: the test split, once, with best.h5 ----
+
+static int final_test(run *r, char *err, size_t errlen) {
+    char path[1100], weights[8] = "raw";
+    snprintf(path, sizeof path, "%s/best.h5", r->o.out_dir);
+    ckpt_info bi;
+    if (ckpt_load(path, r->s, NULL, &bi, err, errlen)) return -1;
+    if (bi.best_weights[0]) snprintf(weights, sizeof weights, "%s", bi.best_weights);
+    ckpt_info_free(&bi);
+    eval_args ea = {r->o.eval_batch_size, r->image_size, 0, &r->lo, 0, 0};
+    ea.workers = (int)config_int(r->c, "data.workers");
+    confusion cm;
+    confusion_init(&cm, poster_options(r->model)->num_classes);
+    double loss;
+    if (train_evaluate(r->model, r->test_ds, &ea, &cm, &loss, NULL, err, errlen)) {
+        confusion_free(&cm);
+        return -1;
+    }
+    metrics mt;
+    metrics_compute(&cm, &mt);
+    fprintf(r->log, "test split '%s' (evaluated once, best.h5 = epoch %d, %s weights, selected "
+            "on the held-out validation set): loss %.4f acc %.4f F1 %.4f score %.4f\n",
+            r->test_split, r->ci.best_epoch, weights, loss, mt.accuracy, mt.macro_f1, mt.score);
+    int rc = 0;
+    if (dist_is_root()) {
+        snprintf(path, sizeof path, "%s/test.json", r->o.out_dir);
+        FILE *f = fopen(path, "w");
+        if (!f) {
+            snprintf(err, errlen, "cannot write %s", path);
+            rc = -1;
+        } else {
+            fprintf(f, "{\"split\": \"%s\", \"best_epoch\": %d, \"weights\": \"%s\", "
+                    "\"test_loss\": %.6f, \"test_acc\": %.6f, \"test_f1\": %.6f, "
+                    "\"test_score\": %.6f, \"samples\": %lld}\n",
+                    r->test_split, r->ci.best_epoch, weights, loss, mt.accuracy, mt.macro_f1,
+                    mt.score, (long long)cm.n);
+            fclose(f);
+        }
+        // the test confusion picture and per-class CSV (test.png, test.csv)
+        dataset *keep = r->val_ds;
+        r->val_ds = r->test_ds;   // class names
+        save_confusion(r, &cm, &mt, "test");
+        r->val_ds = keep;
+    }
+    metrics_free(&mt);
+    confusion_free(&cm);
+    return rc;
 }
 
 static int load_init_list(run *r, const char *list, char *err, size_t errlen) {
@@ -533,8 +648,13 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
         if (threads < 1) threads = 1;
     }
     ops_set_threads(threads);
-    if (dataset_open(r->c, "train", &r->train_ds, err, errlen)) return -1;
-    if (dataset_open(r->c, r->o.eval_split, &r->val_ds, err, errlen)) return -1;
+    if (dataset_open_holdout(r->c, r->o.eval_split, &r->train_ds, &r->val_ds, &r->test_ds,
+                             dist_is_root() ? r->log : NULL, err, errlen))
+        return -1;
+    if (r->test_ds) {   // messages and logs call the held-out set what it is
+        snprintf(r->test_split, sizeof r->test_split, "%s", r->o.eval_split);
+        snprintf(r->o.eval_split, sizeof r->o.eval_split, "held-out val");
+    }
     if (dist_is_root() && mkdir_p(r->o.out_dir, err, errlen)) return -1;
     poster_opts po;
     if (train_model_opts(r->c, dataset_num_classes(r->train_ds), &po, err, errlen)) return -1;
@@ -566,6 +686,7 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
         if (r->o.init[0] && load_init_list(r, r->o.init, err, errlen)) return -1;
         if (a->init && load_init_list(r, a->init, err, errlen)) return -1;
     }
+
     char *dump = config_dump(r->c);
     free(r->ci.config_text);
     r->ci.config_text = dump;
@@ -595,6 +716,12 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
     r->L = loader_create(r->train_ds, &lo, err, errlen);
     if (!r->L) return -1;
     if (dist_active() && dist_setup(r, &po, err, errlen)) return -1;
+    // The average starts at the initial weights (rank 0's, after dist_setup), or
+    // continues the checkpoint's.
+    r->ema = ema_create_from_config(r->c, r->s);
+    if (r->ema && a->resume && ema_load_ckpt(r->ema, r->s, a->resume, r->log, err, errlen))
+        return -1;
+    r->ci.ema = r->ema;
     const int S = r->image_size;
     r->img = malloc((size_t)r->o.batch_size * 3 * S * S * sizeof(float));
     r->lab = malloc((size_t)r->o.batch_size * sizeof(int64_t));
@@ -608,6 +735,8 @@ static void teardown(run *r) {
     if (r->L) loader_free(r->L);
     if (r->train_ds) dataset_close(r->train_ds);
     if (r->val_ds) dataset_close(r->val_ds);
+    if (r->test_ds) dataset_close(r->test_ds);
+    ema_free(r->ema);
     optim_free(r->opt);
     if (r->model) poster_free(r->model);
     ckpt_info_free(&r->ci);
@@ -723,7 +852,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
         memset(&mt, 0, sizeof mt);
         confusion_init(&cm, poster_options(r->model)->num_classes);
         if (do_eval) {
-            eval_args ea = {r->o.eval_batch_size, r->image_size, 0, &r->lo, 0};
+            eval_args ea = {r->o.eval_batch_size, r->image_size, 0, &r->lo, 0, 0};
             if (config_find_key(c, "data.workers")) ea.workers = (int)config_int(c, "data.workers");
             double vloss;
             if (train_evaluate(r->model, r->val_ds, &ea, &cm, &vloss, NULL, err, errlen)) {
@@ -736,9 +865,17 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
             row[HIST_VAL_ACC] = mt.accuracy;
             row[HIST_VAL_F1] = mt.macro_f1;
             row[HIST_VAL_SCORE] = mt.score;
-            improved = mt.accuracy > r->ci.best_acc;
+            if (r->ema && ema_epoch_eval(r, &ea, epoch, err, errlen)) {
+                rc = -1;
+                metrics_free(&mt);
+                confusion_free(&cm);
+                break;
+            }
+            // Model selection over the raw and (train.ema) the averaged weights.
+            const double sel = ema_wins(r, &mt) ? r->ema_mt.accuracy : mt.accuracy;
+            improved = sel > r->ci.best_acc;
             if (improved) {
-                r->ci.best_acc = mt.accuracy;
+                r->ci.best_acc = sel;
                 r->ci.best_epoch = epoch + 1;
             }
         }
@@ -752,11 +889,11 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                     improved ? " (best)" : "");
         fprintf(r->log, " | lr %.3g, %.1f s\n", lr, row[HIST_SECONDS]);
         write_logs(r, row);
-        if (save_ckpt(r, "last.h5", err, errlen)) rc = -1;
-        if (rc == 0 && improved) {
-            if (save_ckpt(r, "best.h5", err, errlen)) rc = -1;
-            save_confusion(r, &cm, &mt, "confusion");
-        }
+        // best.h5 before last.h5: a crash between the two then repeats this epoch
+        // (and writes best.h5 again) instead of losing its best.h5 for good.
+        if (improved && save_best(r, &cm, &mt, err, errlen)) rc = -1;
+        if (rc == 0 && save_ckpt(r, "last.h5", err, errlen)) rc = -1;
+        ema_epoch_done(r);
         draw_curves(r);
         if (do_eval) metrics_free(&mt);
         confusion_free(&cm);
@@ -788,6 +925,8 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
         res->counters = malloc((size_t)(r->s->n_counters ? r->s->n_counters : 1) * sizeof(int64_t));
         memcpy(res->counters, r->s->counters, (size_t)r->s->n_counters * sizeof(int64_t));
     }
+    // after res took the final weights: this loads best.h5's
+    if (rc == 0 && r->test_ds) rc = final_test(r, err, errlen);
     teardown(r);
     if (quiet) fclose(quiet);
     return rc;

@@ -78,6 +78,7 @@ typedef struct eval_args {
     int workers;
     const loss_opts *loss;     // NULL: no loss
     int max_batches;           // 0 = all
+    int tta;                   // eval/tta.h TTA_*: 0 = plain logits
 } eval_args;
 int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *cm,
                    double *mean_loss, float **logits_out, char *err, size_t errlen);
