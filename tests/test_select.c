@@ -387,7 +387,7 @@ static void test_tta_mean_of_two_passes(void **st) {
 
 int main(void) {
     h5_quiet();
-    snprintf(g_tmp, sizeof g_tmp, "build/tmp_select/run_%d", (int)getpid());
+    snprintf(g_tmp, sizeof g_tmp, "%s", tu_path("/select"));
     char cmd[600];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", g_tmp);
     if (system(cmd) != 0) return 1;

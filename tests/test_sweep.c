@@ -221,10 +221,7 @@ static void test_ablation_config(void **st) {
     assert_string_equal(config_str(&c, "sweep.grid"), "model.pyramid_levels=1,2,3");
     assert_int_equal(config_int(&c, "sweep.seeds"), 3);
     assert_int_equal(config_int(&c, "model.depth"), 8);   // the official recipe underneath
-    if (!bin()) {
-        printf("SKIP: POSTER_BIN unset (dry run)\n");
-        return;
-    }
+    if (!bin()) tu_skip("POSTER_BIN unset (dry run)");
     static char out[16384];
     assert_int_equal(run_cmd("sweep --config configs/ablation_pyramid.ini --set data.root=. --dry-run",
                              out, sizeof out), 0);
@@ -234,10 +231,7 @@ static void test_ablation_config(void **st) {
 
 static void test_sweep_cli(void **st) {
     (void)st;
-    if (!bin()) {
-        printf("SKIP: POSTER_BIN unset\n");
-        return;
-    }
+    if (!bin()) tu_skip("POSTER_BIN unset");
     char err[512], cmd[2048];
     static char out[65536];
     const char *synth = tp("/synth");
@@ -366,10 +360,7 @@ static void test_sweep_cli(void **st) {
 
 static void test_long_sweep(void **st) {
     (void)st;
-    if (!getenv("LONG") || !bin()) {
-        printf("SKIP: the demo-model sweep runs with LONG=1 (make check-long)\n");
-        return;
-    }
+    if (!getenv("LONG") || !bin()) tu_skip("the demo-model sweep runs with LONG=1 (make check-long)");
     char err[512], args[2048];
     static char out[65536];
     const char *synth = tp("/synth_long");
@@ -410,7 +401,7 @@ static void test_long_sweep(void **st) {
 
 int main(void) {
     h5_quiet();
-    snprintf(g_tmp, sizeof g_tmp, "build/tmp_sweep/run_%d", (int)getpid());
+    snprintf(g_tmp, sizeof g_tmp, "%s", tu_path("/sweep"));
     char cmd[600];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", g_tmp);
     if (system(cmd) != 0) return 1;
