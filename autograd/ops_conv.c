@@ -5,7 +5,8 @@
 //   - depthwise (groups == Cin == Cout): a direct kernel, no sgemm (each
 //     channel is a tiny 2-D stencil, im2col would only add traffic);
 //   - 3x3, stride 1, groups 1, >= 16 channels (the IR-50 trunk): Winograd
-//     F(2x2, 3x3) for the forward, dx and dw, batching tiles over the samples;
+//     F(4x4, 3x3) or F(2x2, 3x3) for the forward, dx and dw, batching tiles
+//     over the samples (conv_winograd.c);
 //   - 1x1, stride 1, no padding: the input already is the im2col matrix;
 //   - everything else (incl. 1x1 stride 2, which im2col turns into a plain
 //     subsampling copy): im2col per sample and group, then sgemm.
@@ -28,7 +29,7 @@
 static float *g_scratch;
 static size_t g_scratch_cap;   // floats
 
-static float *scratch_get(size_t floats) {
+float *conv_scratch(size_t floats) {
     if (floats > g_scratch_cap) {
         free(g_scratch);
         g_scratch = NULL;
@@ -297,14 +298,17 @@ static void dw_backward(const conv2d_geom *g, const float *x, const float *w, co
 }
 
 // ---------------------------------------------------------------------------
-// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (most of the IR-50 trunk):
-// each 2x2 output tile costs 16 multiplies per channel pair instead of 36, as
-// 16 sgemms [Co, Ci] x [Ci, tiles]. The transforms use only 0, +-1 and 1/2, so
-// the rounding error stays at the level of the direct sum. Tiles of the whole
-// batch are processed in chunks small enough for V and M to stay in cache.
+// Winograd for 3x3 stride-1 convolutions (most of the IR-50 trunk), in
+// conv_winograd.c: F(4x4, 3x3) where the 4x4 tiles fit the output well, else
+// F(2x2, 3x3).
 
 static bool g_winograd = true;
+static int g_wino_tile;   // 0: chosen per shape
 void conv_set_winograd(bool on) { g_winograd = on; }
+void conv_set_winograd_tile(int m) {
+    AG_ASSERT(m == 0 || m == 2 || m == 4, "winograd tile %d (0, 2 or 4)", m);
+    g_wino_tile = m;
+}
 
 static bool use_winograd(const conv2d_geom *g) {
     // pad <= 2 keeps the dx convolution's padding (2 - pad) valid; narrow
@@ -313,218 +317,12 @@ static bool use_winograd(const conv2d_geom *g) {
            g->pad <= 2 && g->Cin >= 16 && g->Cout >= 16;
 }
 
-// U [16][Co][Ci] = G g G^T for every filter. flip: the filters of the dx
-// convolution, g'[co][ci] = rot180(w[ci][co]) with w stored [Ci][Co][3][3].
-static void wino_weights(const float *w, int Co, int Ci, bool flip, float *U) {
-    int64_t plane = (int64_t)Co * Ci;
-#pragma omp parallel for schedule(static)
-    for (int co = 0; co < Co; co++)
-        for (int ci = 0; ci < Ci; ci++) {
-            float g[3][3], t[4][3];
-            for (int r = 0; r < 3; r++)
-                for (int c = 0; c < 3; c++)
-                    g[r][c] = flip ? w[((int64_t)ci * Co + co) * 9 + (2 - r) * 3 + (2 - c)]
-                                   : w[((int64_t)co * Ci + ci) * 9 + r * 3 + c];
-            for (int c = 0; c < 3; c++) {   // t = G g
-                t[0][c] = g[0][c];
-                t[1][c] = 0.5f * (g[0][c] + g[1][c] + g[2][c]);
-                t[2][c] = 0.5f * (g[0][c] - g[1][c] + g[2][c]);
-                t[3][c] = g[2][c];
-            }
-            for (int r = 0; r < 4; r++) {   // U = t G^T
-                float *u = U + (int64_t)r * 4 * plane + (int64_t)co * Ci + ci;
-                u[0] = t[r][0];
-                u[plane] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-                u[2 * plane] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-                u[3 * plane] = t[r][2];
-            }
-        }
-}
-
-// V[e][ci][n] = (B^T d B)[e] for the 4x4 input patch d of tile n of the chunk
-// of nr tile rows starting at tile row R0 (n = r * tw + j).
-static void wino_input(const float *x, int Ci, int H, int W, int p, int th, int tw, int64_t R0,
-                       int nr, float *V) {
-    int WP = 2 * tw + 2;
-    int nn = nr * tw;
-    int64_t pe = (int64_t)Ci * nn, HW = (int64_t)H * W;
-    #pragma omp parallel for schedule(static)
-            for (int ci = 0; ci < Ci; ci++) {
-                float d[4][WP], u[4][WP];
-                for (int r = 0; r < nr; r++) {
-                    int64_t R = R0 + r;
-                    int b = (int)(R / th), ti = (int)(R % th);
-                    const float *xp = x + ((int64_t)b * Ci + ci) * HW;
-                    for (int k = 0; k < 4; k++) {   // padded input row: column q is iw = q - p
-                        int ih = 2 * ti - p + k;
-                        memset(d[k], 0, sizeof d[k]);
-                        if (ih < 0 || ih >= H) continue;
-                        int lo = p, hi = W + p < WP ? W + p : WP;
-                        if (hi > lo) memcpy(&d[k][lo], xp + (int64_t)ih * W, (size_t)(hi - lo) * 4);
-                    }
-                    for (int q = 0; q < WP; q++) {   // B^T along the rows
-                        u[0][q] = d[0][q] - d[2][q];
-                        u[1][q] = d[1][q] + d[2][q];
-                        u[2][q] = d[2][q] - d[1][q];
-                        u[3][q] = d[1][q] - d[3][q];
-                    }
-                    float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
-                    for (int k = 0; k < 4; k++) {   // B along the columns, one tile per j
-                        float *v0 = v + (4 * k) * pe, *v1 = v0 + pe, *v2 = v1 + pe, *v3 = v2 + pe;
-                        const float *uk = u[k];
-                        for (int j = 0; j < tw; j++) {
-                            float a = uk[2 * j], bb = uk[2 * j + 1], c = uk[2 * j + 2],
-                                  dd = uk[2 * j + 3];
-                            v0[j] = a - c;
-                            v1[j] = bb + c;
-                            v2[j] = c - bb;
-                            v3[j] = bb - dd;
-                        }
-                    }
-                }
-            }
-}
-
-// y (or y +=, accumulate) = 3x3 stride-1 convolution of x [B, Ci, H, W] with
-// padding p, output [B, Co, Ho, Wo]; w as for wino_weights. Tiles are numbered
-// row by row over the batch (tile row R = b * th + ti holds tw tiles), and a
-// chunk is a run of whole tile rows so both transforms work on contiguous rows
-// and vectorize: the 4x4 transforms split into a vertical pass on full rows
-// and a horizontal pass over the tiles of the row.
-static void wino_conv(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo,
-                      const float *w, bool flip, const float *bias, bool accumulate,
-                      const float *x, float *y) {
-    int th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
-    int64_t nrows = (int64_t)B * th;
-    int64_t rc = ((int64_t)1 << 21) / (16 * (Ci + Co)) / tw;      // V + M of a chunk: ~8 MB
-    if (rc < 1) rc = 1;
-    if (rc > nrows) rc = nrows;
-    size_t nU = pad16((size_t)16 * Co * Ci), nV = pad16((size_t)16 * Ci * rc * tw);
-    float *U = scratch_get(nU + nV + (size_t)16 * Co * rc * tw);
-    float *V = U + nU, *M = V + nV;
-    wino_weights(w, Co, Ci, flip, U);
-    int64_t HWo = (int64_t)Ho * Wo;
-    for (int64_t R0 = 0; R0 < nrows; R0 += rc) {
-        int nr = (int)(nrows - R0 < rc ? nrows - R0 : rc);
-        int nn = nr * tw;
-        int64_t pe = (int64_t)Ci * nn;   // one V plane [Ci, nn]
-        wino_input(x, Ci, H, W, p, th, tw, R0, nr, V);
-        // M[e] [Co, nn] = U[e] [Co, Ci] V[e] [Ci, nn]: 16 single-threaded sgemms.
-#pragma omp parallel for schedule(static)
-        for (int e = 0; e < 16; e++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, nn, Ci, 1.0f,
-                        U + (int64_t)e * Co * Ci, Ci, V + e * pe, nn, 0.0f,
-                        M + (int64_t)e * Co * nn, nn);
-        // y tile = A^T m A (+ bias)
-        int64_t pm = (int64_t)Co * nn;
-#pragma omp parallel for schedule(static)
-        for (int co = 0; co < Co; co++) {
-            float a[2][4][tw], o[2][2 * tw];
-            float bv = bias ? bias[co] : 0.0f;
-            for (int r = 0; r < nr; r++) {
-                int64_t R = R0 + r;
-                int b = (int)(R / th), ti = (int)(R % th);
-                const float *m = M + (int64_t)co * nn + (int64_t)r * tw;
-                for (int c = 0; c < 4; c++) {   // A^T along the rows
-                    const float *m0 = m + c * pm, *m1 = m + (4 + c) * pm,
-                                *m2 = m + (8 + c) * pm, *m3 = m + (12 + c) * pm;
-                    for (int j = 0; j < tw; j++) {
-                        a[0][c][j] = m0[j] + m1[j] + m2[j];
-                        a[1][c][j] = m1[j] - m2[j] - m3[j];
-                    }
-                }
-                for (int k = 0; k < 2; k++)   // A along the columns
-                    for (int j = 0; j < tw; j++) {
-                        o[k][2 * j] = a[k][0][j] + a[k][1][j] + a[k][2][j] + bv;
-                        o[k][2 * j + 1] = a[k][1][j] - a[k][2][j] - a[k][3][j] + bv;
-                    }
-                float *yp = y + ((int64_t)b * Co + co) * HWo;
-                for (int k = 0; k < 2 && 2 * ti + k < Ho; k++) {
-                    float *yr = yp + (int64_t)(2 * ti + k) * Wo;
-                    if (accumulate)
-                        for (int q = 0; q < Wo; q++) yr[q] += o[k][q];
-                    else
-                        memcpy(yr, o[k], (size_t)Wo * sizeof(float));
-                }
-            }
-        }
-    }
-}
-
-// dw [Co, Ci, 3, 3] += gradient of the Winograd forward: per tile the input
-// patch transform V (as in the forward) and Y = A dy A^T of the 2x2 output
-// gradient, then Mw[e] = sum over tiles of Y[e] V[e]^T (16 sgemms accumulating
-// over the chunks), and dw = G^T Mw G. Exact, since the forward formula is.
-static void wino_dw(int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, const float *x,
-                    const float *dy, float *dw) {
-    int th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
-    int64_t nrows = (int64_t)B * th;
-    int64_t rc = ((int64_t)1 << 21) / (16 * (Ci + Co)) / tw;
-    if (rc < 1) rc = 1;
-    if (rc > nrows) rc = nrows;
-    size_t nM = pad16((size_t)16 * Co * Ci), nV = pad16((size_t)16 * Ci * rc * tw);
-    float *Mw = scratch_get(nM + nV + (size_t)16 * Co * rc * tw);
-    float *V = Mw + nM, *Y = V + nV;
-    int64_t HWo = (int64_t)Ho * Wo;
-    for (int64_t R0 = 0; R0 < nrows; R0 += rc) {
-        int nr = (int)(nrows - R0 < rc ? nrows - R0 : rc);
-        int nn = nr * tw;
-        wino_input(x, Ci, H, W, p, th, tw, R0, nr, V);
-        int64_t pm = (int64_t)Co * nn;
-#pragma omp parallel for schedule(static)
-        for (int co = 0; co < Co; co++) {
-            float g[2][2 * tw], t[4][2 * tw];
-            for (int r = 0; r < nr; r++) {
-                int64_t R = R0 + r;
-                int b = (int)(R / th), ti = (int)(R % th);
-                const float *dp = dy + ((int64_t)b * Co + co) * HWo;
-                for (int k = 0; k < 2; k++) {   // zero-padded rows of dy
-                    memset(g[k], 0, sizeof g[k]);
-                    if (2 * ti + k < Ho)
-                        memcpy(g[k], dp + (int64_t)(2 * ti + k) * Wo, (size_t)Wo * sizeof(float));
-                }
-                for (int q = 0; q < 2 * tw; q++) {   // A along the rows
-                    t[0][q] = g[0][q];
-                    t[1][q] = g[0][q] + g[1][q];
-                    t[2][q] = g[0][q] - g[1][q];
-                    t[3][q] = -g[1][q];
-                }
-                float *yv = Y + (int64_t)co * nn + (int64_t)r * tw;
-                for (int k = 0; k < 4; k++) {   // A^T along the columns
-                    float *y0 = yv + (4 * k) * pm, *y1 = y0 + pm, *y2 = y1 + pm, *y3 = y2 + pm;
-                    for (int j = 0; j < tw; j++) {
-                        float a = t[k][2 * j], c = t[k][2 * j + 1];
-                        y0[j] = a;
-                        y1[j] = a + c;
-                        y2[j] = a - c;
-                        y3[j] = -c;
-                    }
-                }
-            }
-        }
-        int64_t pe = (int64_t)Ci * nn;
-#pragma omp parallel for schedule(static)
-        for (int e = 0; e < 16; e++)   // Mw[e] [Co, Ci] (+)= Y[e] [Co, nn] V[e]^T [nn, Ci]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Co, Ci, nn, 1.0f, Y + e * pm, nn,
-                        V + e * pe, nn, R0 == 0 ? 0.0f : 1.0f, Mw + (int64_t)e * Co * Ci, Ci);
-    }
-    int64_t plane = (int64_t)Co * Ci;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < plane; i++) {
-        float m[4][4], t[3][4];
-        for (int e = 0; e < 16; e++) m[e / 4][e % 4] = Mw[e * plane + i];
-        for (int c = 0; c < 4; c++) {   // t = G^T m
-            t[0][c] = m[0][c] + 0.5f * (m[1][c] + m[2][c]);
-            t[1][c] = 0.5f * (m[1][c] - m[2][c]);
-            t[2][c] = 0.5f * (m[1][c] + m[2][c]) + m[3][c];
-        }
-        float *d = dw + i * 9;   // i = co * Ci + ci
-        for (int r = 0; r < 3; r++) {   // dw += t G
-            d[r * 3 + 0] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
-            d[r * 3 + 1] += 0.5f * (t[r][1] - t[r][2]);
-            d[r * 3 + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
-        }
-    }
+// Tile size for an output of Ho x Wo.
+static int wino_tile(int Ho, int Wo) {
+    if (g_wino_tile) return g_wino_tile;
+    (void)Ho;
+    (void)Wo;
+    return 4;
 }
 
 // ---------------------------------------------------------------------------
@@ -568,21 +366,21 @@ void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const 
         return;
     }
     if (use_winograd(g)) {
-        wino_conv(g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho, g->Wo, w, false, bias, false,
-                  x, y);
+        wino_conv(wino_tile(g->Ho, g->Wo), g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho,
+                  g->Wo, w, false, bias, false, x, y);
         return;
     }
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
     size_t per = col_floats(g);
     if (use_batch_parallel(g->B)) {
         int nt = ops_threads();
-        float *scr = scratch_get(per * nt);
+        float *scr = conv_scratch(per * nt);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (int b = 0; b < g->B; b++)
             gemm_forward_sample(g, x + b * sx, w, bias, y + b * sy,
                                 scr + per * omp_get_thread_num());
     } else {
-        float *scr = scratch_get(per);
+        float *scr = conv_scratch(per);
         for (int b = 0; b < g->B; b++) gemm_forward_sample(g, x + b * sx, w, bias, y + b * sy, scr);
     }
 }
@@ -646,12 +444,13 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
     if (dx && use_winograd(g)) {
         // dx is the full correlation of dy with the flipped, transposed filters:
         // again a 3x3 stride-1 convolution, with padding 2 - pad.
-        wino_conv(g->B, g->Cout, g->Ho, g->Wo, g->Cin, 2 - g->pad, g->H, g->W, w, true, NULL,
-                  true, dy, dx);
+        wino_conv(wino_tile(g->H, g->W), g->B, g->Cout, g->Ho, g->Wo, g->Cin, 2 - g->pad, g->H,
+                  g->W, w, true, NULL, true, dy, dx);
         dx = NULL;
     }
     if (dw && use_winograd(g)) {
-        wino_dw(g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho, g->Wo, x, dy, dw);
+        wino_dw(wino_tile(g->Ho, g->Wo), g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho, g->Wo,
+                x, dy, dw);
         dw = NULL;
     }
     if (!dx && !dw) return;
@@ -663,7 +462,7 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
         // Per thread: col, dcol and a private dw accumulator, summed at the end.
         int nt = ops_threads();
         size_t slice = 2 * per + (dw ? nw : 0);
-        float *scr = scratch_get(slice * nt);
+        float *scr = conv_scratch(slice * nt);
 #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num();
@@ -687,7 +486,7 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
             }
         }
     } else {
-        float *scr = scratch_get(2 * per);
+        float *scr = conv_scratch(2 * per);
         for (int b = 0; b < g->B; b++)
             gemm_backward_sample(g, x + b * sx, w, dy + b * sy, dx ? dx + b * sx : NULL, dw,
                                  scr, scr + per);
@@ -828,13 +627,13 @@ void conv_transpose1d_forward(int B, int Cin, int L, int Cout, int k, int stride
     int64_t sx = (int64_t)Cin * L, sy = (int64_t)Cout * Lout;
     if (use_batch_parallel(B)) {
         int nt = ops_threads();
-        float *scr = scratch_get(per * nt);
+        float *scr = conv_scratch(per * nt);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
             convt1d_forward_sample(Cin, L, Cout, k, stride, x + b * sx, w, bias, y + b * sy,
                                    scr + per * omp_get_thread_num());
     } else {
-        float *scr = scratch_get(per);
+        float *scr = conv_scratch(per);
         for (int b = 0; b < B; b++)
             convt1d_forward_sample(Cin, L, Cout, k, stride, x + b * sx, w, bias, y + b * sy, scr);
     }
@@ -865,7 +664,7 @@ void conv_transpose1d_backward(int B, int Cin, int L, int Cout, int k, int strid
     if (use_batch_parallel(B)) {
         int nt = ops_threads();
         size_t slice = per + (dw ? nw : 0);
-        float *scr = scratch_get(slice * nt);
+        float *scr = conv_scratch(slice * nt);
 #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num();
@@ -887,7 +686,7 @@ void conv_transpose1d_backward(int B, int Cin, int L, int Cout, int k, int strid
             }
         }
     } else {
-        float *scr = scratch_get(per);
+        float *scr = conv_scratch(per);
         for (int b = 0; b < B; b++)
             convt1d_backward_sample(Cin, L, Cout, k, stride, x + b * sx, w, dy + b * sy,
                                     dx ? dx + b * sx : NULL, dw, scr);

@@ -1,0 +1,540 @@
+// Winograd convolution for 3x3 stride-1 conv2d (groups 1): most of the IR-50
+// trunk's multiply-adds. Two tile sizes:
+//   - F(2x2, 3x3): 4x4 input tiles, 16 products per 2x2 outputs (2.25x fewer
+//     multiplies than direct); transforms use only 0, +-1 and 1/2.
+//   - F(4x4, 3x3): 6x6 input tiles, 36 products per 4x4 outputs (4x fewer);
+//     interpolation points 0, +-1, +-2 and infinity (Lavin & Gray), which keep
+//     the float32 error near 1e-6 of the output's magnitude for 3x3 filters.
+// Each of the a*a transformed elements is one sgemm [Co, Ci] x [Ci, tiles]
+// over the tiles of the whole batch, cut into chunks of whole tile rows so V
+// (transformed input) and M (products) stay in the last-level cache. A chunk's
+// tile row R = b * th + ti holds the tw tiles of output rows m*ti .. m*ti+m-1
+// of sample b, so the transforms run on contiguous rows: a vertical pass over
+// full padded rows (vectorized over columns) and a horizontal pass over the
+// tiles of the row.
+//
+// The three passes of a training step:
+//   forward  y = conv(x, w) + bias;
+//   dx      += conv(dy, w') with w'[ci][co] = rot180(w[co][ci]) and padding
+//              2 - pad: the same kernel on the flipped, transposed filters;
+//   dw      += G^T (sum over tiles of (A dY A^T) . (B^T d B)) G: the exact
+//              gradient of the forward formula (linear algebra, no new error
+//              beyond rounding).
+// Work is split over threads by channel (transforms) and by transformed
+// element (sgemms, single-threaded inside the region), all with static
+// schedules and a fixed chunking: results are bit-identical run to run for
+// a given thread count.
+#include <cblas.h>
+#include <omp.h>
+#include <string.h>
+
+#include "ops.h"
+#include "ops_ref.h"
+
+// V + M (or Y + V) of one chunk: about 8 MB, within the shared L3.
+#define CHUNK_FLOATS ((int64_t)1 << 21)
+
+static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+typedef struct wino_plan {
+    int m, a;        // output tile m x m, input tile a x a (a = m + 2)
+    int th, tw;      // tile rows per sample, tiles per tile row
+    int64_t nrows;   // tile rows of the batch, B * th
+    int64_t rc;      // tile rows per chunk
+} wino_plan;
+
+static wino_plan plan_make(int m, int B, int Ci, int Co, int Ho, int Wo) {
+    wino_plan P;
+    P.m = m;
+    P.a = m + 2;
+    P.th = (Ho + m - 1) / m;
+    P.tw = (Wo + m - 1) / m;
+    P.nrows = (int64_t)B * P.th;
+    P.rc = CHUNK_FLOATS / ((int64_t)P.a * P.a * (Ci + Co)) / P.tw;
+    if (P.rc < 1) P.rc = 1;
+    if (P.rc > P.nrows) P.rc = P.nrows;
+    return P;
+}
+
+// ---------------------------------------------------------------------------
+// 1-D transforms. B^T (input), A^T (output), G (filter); the backward uses
+// their transposes A (output gradient) and G^T (filter gradient).
+
+// F(2, 3)
+#define BT2(d0, d1, d2, d3, o0, o1, o2, o3) \
+    do {                                    \
+        o0 = d0 - d2;                       \
+        o1 = d1 + d2;                       \
+        o2 = d2 - d1;                       \
+        o3 = d1 - d3;                       \
+    } while (0)
+
+// F(4, 3), points 0, 1, -1, 2, -2, inf:
+//   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+//          0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+#define BT4(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5) \
+    do {                                                    \
+        float s12_ = d1 + d2, t12_ = d1 - d2;              \
+        float s34_ = d3 + d4, t43_ = d4 - d3;              \
+        float e42_ = d4 - d2, e31_ = d3 - d1;              \
+        o0 = 4.0f * d0 - 5.0f * d2 + d4;                    \
+        o1 = s34_ - 4.0f * s12_;                            \
+        o2 = t43_ + 4.0f * t12_;                            \
+        o3 = e42_ + 2.0f * e31_;                            \
+        o4 = e42_ - 2.0f * e31_;                            \
+        o5 = 4.0f * d1 - 5.0f * d3 + d5;                    \
+    } while (0)
+
+// A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+#define AT4(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3) \
+    do {                                            \
+        float s12_ = m1 + m2, t12_ = m1 - m2;      \
+        float s34_ = m3 + m4, t34_ = m3 - m4;      \
+        o0 = m0 + s12_ + s34_;                      \
+        o1 = t12_ + 2.0f * t34_;                    \
+        o2 = s12_ + 4.0f * s34_;                    \
+        o3 = t12_ + 8.0f * t34_ + m5;               \
+    } while (0)
+
+// A (6x4) on an output-gradient column y0..y3.
+#define A4(y0, y1, y2, y3, o0, o1, o2, o3, o4, o5) \
+    do {                                           \
+        float s02_ = y0 + y2, s13_ = y1 + y3;     \
+        float u02_ = y0 + 4.0f * y2, u13_ = 2.0f * y1 + 8.0f * y3; \
+        o0 = y0;                                   \
+        o1 = s02_ + s13_;                          \
+        o2 = s02_ - s13_;                          \
+        o3 = u02_ + u13_;                          \
+        o4 = u02_ - u13_;                          \
+        o5 = y3;                                   \
+    } while (0)
+
+// G (6x3) = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+//            1/24 -1/12 1/6; 0 0 1]
+static inline void g4_apply(const float g[3], float u[6]) {
+    float s02 = g[0] + g[2];
+    u[0] = 0.25f * g[0];
+    u[1] = -(s02 + g[1]) * (1.0f / 6);
+    u[2] = -(s02 - g[1]) * (1.0f / 6);
+    float p = g[0] * (1.0f / 24) + g[2] * (1.0f / 6), q = g[1] * (1.0f / 12);
+    u[3] = p + q;
+    u[4] = p - q;
+    u[5] = g[2];
+}
+
+// G^T (3x6) on a 6-vector.
+static inline void gt4_apply(const float m[6], float o[3]) {
+    float s12 = m[1] + m[2], t12 = m[2] - m[1], s34 = m[3] + m[4], t34 = m[3] - m[4];
+    o[0] = 0.25f * m[0] - s12 * (1.0f / 6) + s34 * (1.0f / 24);
+    o[1] = t12 * (1.0f / 6) + t34 * (1.0f / 12);
+    o[2] = -s12 * (1.0f / 6) + s34 * (1.0f / 6) + m[5];
+}
+
+// ---------------------------------------------------------------------------
+// Filter transform: U [a*a][Co][Ci] = G g G^T. flip: the filters of the dx
+// convolution, g'[co][ci] = rot180(w[ci][co]) with w stored [Ci][Co][3][3].
+
+static void load_filter(const float *w, int Co, int Ci, int co, int ci, bool flip,
+                        float g[3][3]) {
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 3; c++)
+            g[r][c] = flip ? w[((int64_t)ci * Co + co) * 9 + (2 - r) * 3 + (2 - c)]
+                           : w[((int64_t)co * Ci + ci) * 9 + r * 3 + c];
+}
+
+static void weights_f2(const float *w, int Co, int Ci, bool flip, float *U) {
+    int64_t plane = (int64_t)Co * Ci;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < Co; co++)
+        for (int ci = 0; ci < Ci; ci++) {
+            float g[3][3], t[4][3];
+            load_filter(w, Co, Ci, co, ci, flip, g);
+            for (int c = 0; c < 3; c++) {   // t = G g
+                t[0][c] = g[0][c];
+                t[1][c] = 0.5f * (g[0][c] + g[1][c] + g[2][c]);
+                t[2][c] = 0.5f * (g[0][c] - g[1][c] + g[2][c]);
+                t[3][c] = g[2][c];
+            }
+            for (int r = 0; r < 4; r++) {   // U = t G^T
+                float *u = U + (int64_t)r * 4 * plane + (int64_t)co * Ci + ci;
+                u[0] = t[r][0];
+                u[plane] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+                u[2 * plane] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+                u[3 * plane] = t[r][2];
+            }
+        }
+}
+
+static void weights_f4(const float *w, int Co, int Ci, bool flip, float *U) {
+    int64_t plane = (int64_t)Co * Ci;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < Co; co++)
+        for (int ci = 0; ci < Ci; ci++) {
+            float g[3][3], t[6][3], col[3], u6[6];
+            load_filter(w, Co, Ci, co, ci, flip, g);
+            for (int c = 0; c < 3; c++) {   // t = G g, column by column
+                col[0] = g[0][c];
+                col[1] = g[1][c];
+                col[2] = g[2][c];
+                g4_apply(col, u6);
+                for (int k = 0; k < 6; k++) t[k][c] = u6[k];
+            }
+            for (int k = 0; k < 6; k++) {   // U = t G^T, row by row
+                g4_apply(t[k], u6);
+                float *u = U + (int64_t)k * 6 * plane + (int64_t)co * Ci + ci;
+                for (int l = 0; l < 6; l++) u[l * plane] = u6[l];
+            }
+        }
+}
+
+// ---------------------------------------------------------------------------
+// Input transform: V[e][ci][n] = (B^T d B)[e] for the a x a input patch d of
+// tile n of the chunk of nr tile rows starting at R0 (n = r * tw + j).
+
+// rows[k][q] = x[ci][m*ti - p + k][q - p], zero outside (q < WP).
+static void load_rows(const float *xp, int H, int W, int p, int y0, int a, int WP,
+                      float *rows) {
+    for (int k = 0; k < a; k++) {
+        float *d = rows + (int64_t)k * WP;
+        int ih = y0 + k;
+        if (ih < 0 || ih >= H) {
+            memset(d, 0, (size_t)WP * sizeof(float));
+            continue;
+        }
+        int hi = W + p < WP ? W + p : WP;
+        for (int q = 0; q < p && q < WP; q++) d[q] = 0;
+        if (hi > p) memcpy(d + p, xp + (int64_t)ih * W, (size_t)(hi - p) * sizeof(float));
+        for (int q = hi > p ? hi : p; q < WP; q++) d[q] = 0;
+    }
+}
+
+static void input_f2(const float *x, int Ci, int H, int W, int p, const wino_plan *P, int64_t R0,
+                     int nr, float *V) {
+    int tw = P->tw, WP = 2 * tw + 2, nn = nr * tw;
+    int64_t pe = (int64_t)Ci * nn, HW = (int64_t)H * W;
+#pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < Ci; ci++) {
+        float d[4 * WP], u[4][WP];
+        for (int r = 0; r < nr; r++) {
+            int64_t R = R0 + r;
+            int b = (int)(R / P->th), ti = (int)(R % P->th);
+            load_rows(x + ((int64_t)b * Ci + ci) * HW, H, W, p, 2 * ti - p, 4, WP, d);
+            const float *d0 = d, *d1 = d + WP, *d2 = d + 2 * WP, *d3 = d + 3 * WP;
+            for (int q = 0; q < WP; q++) BT2(d0[q], d1[q], d2[q], d3[q], u[0][q], u[1][q], u[2][q], u[3][q]);
+            float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
+            for (int k = 0; k < 4; k++) {
+                float *v0 = v + (4 * k) * pe, *v1 = v0 + pe, *v2 = v1 + pe, *v3 = v2 + pe;
+                const float *uk = u[k];
+                for (int j = 0; j < tw; j++)
+                    BT2(uk[2 * j], uk[2 * j + 1], uk[2 * j + 2], uk[2 * j + 3], v0[j], v1[j], v2[j],
+                        v3[j]);
+            }
+        }
+    }
+}
+
+// dst[c][j] = src[4 j + c], c < 4, j < n: the four phases of a row, so the
+// horizontal pass of F(4x4) reads unit-stride vectors (tile j's six inputs
+// are phases 0-3 at j and phases 0-1 at j + 1).
+static inline void split4(const float *restrict src, int n, float *restrict dst) {
+    float *p0 = dst, *p1 = dst + n, *p2 = dst + 2 * n, *p3 = dst + 3 * n;
+    for (int j = 0; j < n; j++) {
+        p0[j] = src[4 * j];
+        p1[j] = src[4 * j + 1];
+        p2[j] = src[4 * j + 2];
+        p3[j] = src[4 * j + 3];
+    }
+}
+
+static void input_f4(const float *x, int Ci, int H, int W, int p, const wino_plan *P, int64_t R0,
+                     int nr, float *V) {
+    int tw = P->tw, n1 = tw + 1, WP = 4 * n1, nn = nr * tw;
+    int64_t pe = (int64_t)Ci * nn, HW = (int64_t)H * W;
+#pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < Ci; ci++) {
+        float d[6 * WP], ph[6][4 * n1], u[6][4 * n1];
+        for (int r = 0; r < nr; r++) {
+            int64_t R = R0 + r;
+            int b = (int)(R / P->th), ti = (int)(R % P->th);
+            load_rows(x + ((int64_t)b * Ci + ci) * HW, H, W, p, 4 * ti - p, 6, WP, d);
+            for (int k = 0; k < 6; k++) split4(d + k * WP, n1, ph[k]);
+            for (int q = 0; q < 4 * n1; q++)   // B^T down the columns
+                BT4(ph[0][q], ph[1][q], ph[2][q], ph[3][q], ph[4][q], ph[5][q], u[0][q], u[1][q],
+                    u[2][q], u[3][q], u[4][q], u[5][q]);
+            float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
+            for (int k = 0; k < 6; k++) {   // B along each row, one tile per j
+                float *restrict v0 = v + (6 * k) * pe, *restrict v1 = v0 + pe,
+                                *restrict v2 = v1 + pe, *restrict v3 = v2 + pe,
+                                *restrict v4 = v3 + pe, *restrict v5 = v4 + pe;
+                const float *s0 = u[k], *s1 = s0 + n1, *s2 = s1 + n1, *s3 = s2 + n1;
+#pragma omp simd
+                for (int j = 0; j < tw; j++)
+                    BT4(s0[j], s1[j], s2[j], s3[j], s0[j + 1], s1[j + 1], v0[j], v1[j], v2[j],
+                        v3[j], v4[j], v5[j]);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Output transform: y tile = A^T m A (+ bias), written (or added) into y.
+
+static void store_rows(const float *o, int OW, int rows, int Wo, bool accumulate, float *yr0) {
+    for (int k = 0; k < rows; k++) {
+        float *yr = yr0 + (int64_t)k * Wo;
+        const float *ok = o + (int64_t)k * OW;
+        if (accumulate)
+            for (int q = 0; q < Wo; q++) yr[q] += ok[q];
+        else
+            memcpy(yr, ok, (size_t)Wo * sizeof(float));
+    }
+}
+
+static void output_f2(const float *M, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
+                      int nr, const float *bias, bool accumulate, float *y) {
+    int tw = P->tw, nn = nr * tw, OW = 2 * tw;
+    int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < Co; co++) {
+        float a[2][4][tw], o[2 * OW];
+        float bv = bias ? bias[co] : 0.0f;
+        for (int r = 0; r < nr; r++) {
+            int64_t R = R0 + r;
+            int b = (int)(R / P->th), ti = (int)(R % P->th);
+            const float *m = M + (int64_t)co * nn + (int64_t)r * tw;
+            for (int c = 0; c < 4; c++) {   // A^T along the rows
+                const float *m0 = m + c * pm, *m1 = m + (4 + c) * pm, *m2 = m + (8 + c) * pm,
+                            *m3 = m + (12 + c) * pm;
+                for (int j = 0; j < tw; j++) {
+                    a[0][c][j] = m0[j] + m1[j] + m2[j];
+                    a[1][c][j] = m1[j] - m2[j] - m3[j];
+                }
+            }
+            for (int k = 0; k < 2; k++)   // A along the columns
+                for (int j = 0; j < tw; j++) {
+                    o[k * OW + 2 * j] = a[k][0][j] + a[k][1][j] + a[k][2][j] + bv;
+                    o[k * OW + 2 * j + 1] = a[k][1][j] - a[k][2][j] - a[k][3][j] + bv;
+                }
+            int rows = Ho - 2 * ti < 2 ? Ho - 2 * ti : 2;
+            store_rows(o, OW, rows, Wo, accumulate, y + ((int64_t)b * Co + co) * HWo + (int64_t)2 * ti * Wo);
+        }
+    }
+}
+
+static void output_f4(const float *M, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
+                      int nr, const float *bias, bool accumulate, float *y) {
+    int tw = P->tw, nn = nr * tw, OW = 4 * tw;
+    int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < Co; co++) {
+        float a[4][6][tw], o[4 * OW];
+        float bv = bias ? bias[co] : 0.0f;
+        for (int r = 0; r < nr; r++) {
+            int64_t R = R0 + r;
+            int b = (int)(R / P->th), ti = (int)(R % P->th);
+            const float *m = M + (int64_t)co * nn + (int64_t)r * tw;
+            for (int l = 0; l < 6; l++) {   // A^T down each column l of the tiles
+                const float *m0 = m + l * pm, *m1 = m0 + 6 * pm, *m2 = m1 + 6 * pm,
+                            *m3 = m2 + 6 * pm, *m4 = m3 + 6 * pm, *m5 = m4 + 6 * pm;
+                for (int j = 0; j < tw; j++)
+                    AT4(m0[j], m1[j], m2[j], m3[j], m4[j], m5[j], a[0][l][j], a[1][l][j],
+                        a[2][l][j], a[3][l][j]);
+            }
+            for (int i = 0; i < 4; i++) {   // A along each output row of the tiles
+                float *oi = o + i * OW;
+                for (int j = 0; j < tw; j++) {
+                    float o0, o1, o2, o3;
+                    AT4(a[i][0][j], a[i][1][j], a[i][2][j], a[i][3][j], a[i][4][j], a[i][5][j],
+                        o0, o1, o2, o3);
+                    oi[4 * j] = o0 + bv;
+                    oi[4 * j + 1] = o1 + bv;
+                    oi[4 * j + 2] = o2 + bv;
+                    oi[4 * j + 3] = o3 + bv;
+                }
+            }
+            int rows = Ho - 4 * ti < 4 ? Ho - 4 * ti : 4;
+            store_rows(o, OW, rows, Wo, accumulate, y + ((int64_t)b * Co + co) * HWo + (int64_t)4 * ti * Wo);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Forward / dx driver.
+
+void wino_conv(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo,
+               const float *w, bool flip, const float *bias, bool accumulate, const float *x,
+               float *y) {
+    AG_ASSERT(m == 2 || m == 4, "winograd tile %d", m);
+    wino_plan P = plan_make(m, B, Ci, Co, Ho, Wo);
+    int ne = P.a * P.a;
+    size_t nU = pad16((size_t)ne * Co * Ci), nV = pad16((size_t)ne * Ci * P.rc * P.tw);
+    float *U = conv_scratch(nU + nV + (size_t)ne * Co * P.rc * P.tw);
+    float *V = U + nU, *M = V + nV;
+    if (m == 2)
+        weights_f2(w, Co, Ci, flip, U);
+    else
+        weights_f4(w, Co, Ci, flip, U);
+    for (int64_t R0 = 0; R0 < P.nrows; R0 += P.rc) {
+        int nr = (int)(P.nrows - R0 < P.rc ? P.nrows - R0 : P.rc);
+        int nn = nr * P.tw;
+        int64_t pe = (int64_t)Ci * nn, pm = (int64_t)Co * nn;
+        if (m == 2)
+            input_f2(x, Ci, H, W, p, &P, R0, nr, V);
+        else
+            input_f4(x, Ci, H, W, p, &P, R0, nr, V);
+        // M[e] [Co, nn] = U[e] [Co, Ci] V[e] [Ci, nn]: single-threaded sgemms.
+#pragma omp parallel for schedule(static)
+        for (int e = 0; e < ne; e++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, nn, Ci, 1.0f,
+                        U + (int64_t)e * Co * Ci, Ci, V + e * pe, nn, 0.0f, M + e * pm, nn);
+        if (m == 2)
+            output_f2(M, Co, Ho, Wo, &P, R0, nr, bias, accumulate, y);
+        else
+            output_f4(M, Co, Ho, Wo, &P, R0, nr, bias, accumulate, y);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// dw: Y[e][co][n] = (A dY A^T)[e] of the zero-padded m x m output-gradient
+// tile, Mw[e] = sum over tiles Y[e] V[e]^T, dw += G^T Mw G.
+
+static void dy_rows(const float *dp, int Ho, int Wo, int y0, int m, int OW, float *g) {
+    for (int k = 0; k < m; k++) {
+        float *gk = g + (int64_t)k * OW;
+        if (y0 + k < Ho) {
+            memcpy(gk, dp + (int64_t)(y0 + k) * Wo, (size_t)Wo * sizeof(float));
+            for (int q = Wo; q < OW; q++) gk[q] = 0;
+        } else {
+            memset(gk, 0, (size_t)OW * sizeof(float));
+        }
+    }
+}
+
+static void dyt_f2(const float *dy, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
+                   int nr, float *Y) {
+    int tw = P->tw, nn = nr * tw, OW = 2 * tw;
+    int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < Co; co++) {
+        float g[2 * OW], t[4][OW];
+        for (int r = 0; r < nr; r++) {
+            int64_t R = R0 + r;
+            int b = (int)(R / P->th), ti = (int)(R % P->th);
+            dy_rows(dy + ((int64_t)b * Co + co) * HWo, Ho, Wo, 2 * ti, 2, OW, g);
+            const float *g0 = g, *g1 = g + OW;
+            for (int q = 0; q < OW; q++) {   // A along the rows
+                t[0][q] = g0[q];
+                t[1][q] = g0[q] + g1[q];
+                t[2][q] = g0[q] - g1[q];
+                t[3][q] = -g1[q];
+            }
+            float *yv = Y + (int64_t)co * nn + (int64_t)r * tw;
+            for (int k = 0; k < 4; k++) {   // A^T along the columns
+                float *y0 = yv + (4 * k) * pm, *y1 = y0 + pm, *y2 = y1 + pm, *y3 = y2 + pm;
+                for (int j = 0; j < tw; j++) {
+                    float a = t[k][2 * j], c = t[k][2 * j + 1];
+                    y0[j] = a;
+                    y1[j] = a + c;
+                    y2[j] = a - c;
+                    y3[j] = -c;
+                }
+            }
+        }
+    }
+}
+
+static void dyt_f4(const float *dy, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
+                   int nr, float *Y) {
+    int tw = P->tw, nn = nr * tw, OW = 4 * tw;
+    int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < Co; co++) {
+        float g[4 * OW], ph[4][OW], t[6][OW];
+        for (int r = 0; r < nr; r++) {
+            int64_t R = R0 + r;
+            int b = (int)(R / P->th), ti = (int)(R % P->th);
+            dy_rows(dy + ((int64_t)b * Co + co) * HWo, Ho, Wo, 4 * ti, 4, OW, g);
+            for (int k = 0; k < 4; k++) split4(g + k * OW, tw, ph[k]);
+            for (int q = 0; q < OW; q++)   // A down the columns
+                A4(ph[0][q], ph[1][q], ph[2][q], ph[3][q], t[0][q], t[1][q], t[2][q], t[3][q],
+                   t[4][q], t[5][q]);
+            float *yv = Y + (int64_t)co * nn + (int64_t)r * tw;
+            for (int k = 0; k < 6; k++) {   // A along each row, one tile per j
+                float *restrict y0 = yv + (6 * k) * pm, *restrict y1 = y0 + pm,
+                                *restrict y2 = y1 + pm, *restrict y3 = y2 + pm,
+                                *restrict y4 = y3 + pm, *restrict y5 = y4 + pm;
+                const float *s0 = t[k], *s1 = s0 + tw, *s2 = s1 + tw, *s3 = s2 + tw;
+#pragma omp simd
+                for (int j = 0; j < tw; j++)
+                    A4(s0[j], s1[j], s2[j], s3[j], y0[j], y1[j], y2[j], y3[j], y4[j], y5[j]);
+            }
+        }
+    }
+}
+
+static void dw_finish_f2(const float *Mw, int64_t plane, float *dw) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < plane; i++) {
+        float m[4][4], t[3][4];
+        for (int e = 0; e < 16; e++) m[e / 4][e % 4] = Mw[e * plane + i];
+        for (int c = 0; c < 4; c++) {   // t = G^T m
+            t[0][c] = m[0][c] + 0.5f * (m[1][c] + m[2][c]);
+            t[1][c] = 0.5f * (m[1][c] - m[2][c]);
+            t[2][c] = 0.5f * (m[1][c] + m[2][c]) + m[3][c];
+        }
+        float *d = dw + i * 9;   // i = co * Ci + ci
+        for (int r = 0; r < 3; r++) {   // dw += t G
+            d[r * 3 + 0] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+            d[r * 3 + 1] += 0.5f * (t[r][1] - t[r][2]);
+            d[r * 3 + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
+        }
+    }
+}
+
+static void dw_finish_f4(const float *Mw, int64_t plane, float *dw) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < plane; i++) {
+        float m[6][6], t[3][6], col[6], o[3];
+        for (int e = 0; e < 36; e++) m[e / 6][e % 6] = Mw[e * plane + i];
+        for (int c = 0; c < 6; c++) {   // t = G^T m, column by column
+            for (int k = 0; k < 6; k++) col[k] = m[k][c];
+            gt4_apply(col, o);
+            for (int r = 0; r < 3; r++) t[r][c] = o[r];
+        }
+        float *d = dw + i * 9;   // i = co * Ci + ci
+        for (int r = 0; r < 3; r++) {   // dw += t G
+            gt4_apply(t[r], o);
+            for (int c = 0; c < 3; c++) d[r * 3 + c] += o[c];
+        }
+    }
+}
+
+void wino_dw(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, const float *x,
+             const float *dy, float *dw) {
+    AG_ASSERT(m == 2 || m == 4, "winograd tile %d", m);
+    wino_plan P = plan_make(m, B, Ci, Co, Ho, Wo);
+    int ne = P.a * P.a;
+    size_t nM = pad16((size_t)ne * Co * Ci), nV = pad16((size_t)ne * Ci * P.rc * P.tw);
+    float *Mw = conv_scratch(nM + nV + (size_t)ne * Co * P.rc * P.tw);
+    float *V = Mw + nM, *Y = V + nV;
+    for (int64_t R0 = 0; R0 < P.nrows; R0 += P.rc) {
+        int nr = (int)(P.nrows - R0 < P.rc ? P.nrows - R0 : P.rc);
+        int nn = nr * P.tw;
+        int64_t pe = (int64_t)Ci * nn, pm = (int64_t)Co * nn;
+        if (m == 2) {
+            input_f2(x, Ci, H, W, p, &P, R0, nr, V);
+            dyt_f2(dy, Co, Ho, Wo, &P, R0, nr, Y);
+        } else {
+            input_f4(x, Ci, H, W, p, &P, R0, nr, V);
+            dyt_f4(dy, Co, Ho, Wo, &P, R0, nr, Y);
+        }
+#pragma omp parallel for schedule(static)
+        for (int e = 0; e < ne; e++)   // Mw[e] [Co, Ci] (+)= Y[e] [Co, nn] V[e]^T [nn, Ci]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Co, Ci, nn, 1.0f, Y + e * pm, nn,
+                        V + e * pe, nn, R0 == 0 ? 0.0f : 1.0f, Mw + (int64_t)e * Co * Ci, Ci);
+    }
+    if (m == 2)
+        dw_finish_f2(Mw, (int64_t)Co * Ci, dw);
+    else
+        dw_finish_f4(Mw, (int64_t)Co * Ci, dw);
+}
