@@ -33,6 +33,7 @@
 
 // V + M (or Y + V) of one chunk: about 8 MB, within the shared L3.
 #define CHUNK_FLOATS ((int64_t)1 << 21)
+#define MIN_TILES 256
 
 static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
@@ -51,6 +52,9 @@ static wino_plan plan_make(int m, int B, int Ci, int Co, int Ho, int Wo) {
     P.tw = (Wo + m - 1) / m;
     P.nrows = (int64_t)B * P.th;
     P.rc = CHUNK_FLOATS / ((int64_t)P.a * P.a * (Ci + Co)) / P.tw;
+    // At least MIN_TILES tiles per sgemm: below that, packing the [Co, Ci]
+    // matrix costs too much next to the product (the 256-channel 14x14 layers).
+    if (P.rc * P.tw < MIN_TILES) P.rc = (MIN_TILES + P.tw - 1) / P.tw;
     if (P.rc < 1) P.rc = 1;
     if (P.rc > P.nrows) P.rc = P.nrows;
     return P;
@@ -109,26 +113,6 @@ static wino_plan plan_make(int m, int B, int Ci, int Co, int Ho, int Wo) {
         o5 = y3;                                   \
     } while (0)
 
-// G (6x3) = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
-//            1/24 -1/12 1/6; 0 0 1]
-static inline void g4_apply(const float g[3], float u[6]) {
-    float s02 = g[0] + g[2];
-    u[0] = 0.25f * g[0];
-    u[1] = -(s02 + g[1]) * (1.0f / 6);
-    u[2] = -(s02 - g[1]) * (1.0f / 6);
-    float p = g[0] * (1.0f / 24) + g[2] * (1.0f / 6), q = g[1] * (1.0f / 12);
-    u[3] = p + q;
-    u[4] = p - q;
-    u[5] = g[2];
-}
-
-// G^T (3x6) on a 6-vector.
-static inline void gt4_apply(const float m[6], float o[3]) {
-    float s12 = m[1] + m[2], t12 = m[2] - m[1], s34 = m[3] + m[4], t34 = m[3] - m[4];
-    o[0] = 0.25f * m[0] - s12 * (1.0f / 6) + s34 * (1.0f / 24);
-    o[1] = t12 * (1.0f / 6) + t34 * (1.0f / 12);
-    o[2] = -s12 * (1.0f / 6) + s34 * (1.0f / 6) + m[5];
-}
 
 // ---------------------------------------------------------------------------
 // Filter transform: U [a*a][Co][Ci] = G g G^T. flip: the filters of the dx
@@ -165,26 +149,52 @@ static void weights_f2(const float *w, int Co, int Ci, bool flip, float *U) {
         }
 }
 
+// Vectorized over ci: the 36 stores of each filter go to 36 planes a quarter
+// megabyte apart, so a loop over ci keeps every plane's writes contiguous.
+// G (6x3) = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+//            1/24 -1/12 1/6; 0 0 1] on a filter column or row.
+#define G4(a, b, c, o0, o1, o2, o3, o4, o5)                    \
+    do {                                                       \
+        float s_ = (a) + (c), p_ = (a) * (1.0f / 24) + (c) * (1.0f / 6), \
+              q_ = (b) * (1.0f / 12);                          \
+        o0 = 0.25f * (a);                                      \
+        o1 = -(s_ + (b)) * (1.0f / 6);                         \
+        o2 = -(s_ - (b)) * (1.0f / 6);                         \
+        o3 = p_ + q_;                                          \
+        o4 = p_ - q_;                                          \
+        o5 = (c);                                              \
+    } while (0)
+
+// One filter g (row-major 3x3, element (r, c) at gp[r * rs + c * cs]) to its
+// 36 transformed values u[e * plane], e = 6 k + l.
+static inline void filter_f4(const float *gp, int rs, int cs, float *u, int64_t plane) {
+    float t[6][3];
+    for (int c = 0; c < 3; c++)   // t = G g, column by column
+        G4(gp[c * cs], gp[rs + c * cs], gp[2 * rs + c * cs], t[0][c], t[1][c], t[2][c], t[3][c],
+           t[4][c], t[5][c]);
+    for (int k = 0; k < 6; k++) {   // U = t G^T, row by row
+        float *uk = u + 6 * k * plane;
+        G4(t[k][0], t[k][1], t[k][2], uk[0], uk[plane], uk[2 * plane], uk[3 * plane],
+           uk[4 * plane], uk[5 * plane]);
+    }
+}
+
+// Vectorized over ci: the 36 stores of each filter go to 36 planes a quarter
+// megabyte apart, so a loop over ci keeps every plane's writes contiguous.
 static void weights_f4(const float *w, int Co, int Ci, bool flip, float *U) {
     int64_t plane = (int64_t)Co * Ci;
+    // Runtime strides for both layouts: the loads become gathers either way
+    // (gcc does not vectorize the stride-9 groups of the plain layout).
+    int64_t sci = flip ? (int64_t)Co * 9 : 9, sco = flip ? 9 : (int64_t)Ci * 9;
+    int64_t off = flip ? 8 : 0;
+    int rs = flip ? -3 : 3, cs = flip ? -1 : 1;
 #pragma omp parallel for schedule(static)
-    for (int co = 0; co < Co; co++)
-        for (int ci = 0; ci < Ci; ci++) {
-            float g[3][3], t[6][3], col[3], u6[6];
-            load_filter(w, Co, Ci, co, ci, flip, g);
-            for (int c = 0; c < 3; c++) {   // t = G g, column by column
-                col[0] = g[0][c];
-                col[1] = g[1][c];
-                col[2] = g[2][c];
-                g4_apply(col, u6);
-                for (int k = 0; k < 6; k++) t[k][c] = u6[k];
-            }
-            for (int k = 0; k < 6; k++) {   // U = t G^T, row by row
-                g4_apply(t[k], u6);
-                float *u = U + (int64_t)k * 6 * plane + (int64_t)co * Ci + ci;
-                for (int l = 0; l < 6; l++) u[l * plane] = u6[l];
-            }
-        }
+    for (int co = 0; co < Co; co++) {
+        float *u0 = U + (int64_t)co * Ci;
+        const float *wc = w + co * sco + off;
+#pragma omp simd
+        for (int ci = 0; ci < Ci; ci++) filter_f4(wc + ci * sci, rs, cs, u0 + ci, plane);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -491,22 +501,34 @@ static void dw_finish_f2(const float *Mw, int64_t plane, float *dw) {
     }
 }
 
-static void dw_finish_f4(const float *Mw, int64_t plane, float *dw) {
-#pragma omp parallel for schedule(static)
+// Mw is overwritten: lane i reads element i of the 36 planes, then writes its
+// 9 results to element i of planes 0-8 (vector stores), which are added to
+// dw [i][9] afterwards.
+static void dw_finish_f4(float *Mw, int64_t plane, float *dw) {
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < plane; i++) {
-        float m[6][6], t[3][6], col[6], o[3];
-        for (int e = 0; e < 36; e++) m[e / 6][e % 6] = Mw[e * plane + i];
+        float t[3][6];
         for (int c = 0; c < 6; c++) {   // t = G^T m, column by column
-            for (int k = 0; k < 6; k++) col[k] = m[k][c];
-            gt4_apply(col, o);
-            for (int r = 0; r < 3; r++) t[r][c] = o[r];
+            const float *m = Mw + c * plane + i;
+            float m0 = m[0], m1 = m[6 * plane], m2 = m[12 * plane], m3 = m[18 * plane],
+                  m4 = m[24 * plane], m5 = m[30 * plane];
+            float s12 = m1 + m2, t12 = m2 - m1, s34 = m3 + m4, t34 = m3 - m4;
+            t[0][c] = 0.25f * m0 - s12 * (1.0f / 6) + s34 * (1.0f / 24);
+            t[1][c] = t12 * (1.0f / 6) + t34 * (1.0f / 12);
+            t[2][c] = -s12 * (1.0f / 6) + s34 * (1.0f / 6) + m5;
         }
-        float *d = dw + i * 9;   // i = co * Ci + ci
-        for (int r = 0; r < 3; r++) {   // dw += t G
-            gt4_apply(t[r], o);
-            for (int c = 0; c < 3; c++) d[r * 3 + c] += o[c];
+        for (int r = 0; r < 3; r++) {   // t G
+            float s12 = t[r][1] + t[r][2], t12 = t[r][2] - t[r][1], s34 = t[r][3] + t[r][4],
+                  t34 = t[r][3] - t[r][4];
+            float *o = Mw + 3 * r * plane + i;
+            o[0] = 0.25f * t[r][0] - s12 * (1.0f / 6) + s34 * (1.0f / 24);
+            o[plane] = t12 * (1.0f / 6) + t34 * (1.0f / 12);
+            o[2 * plane] = -s12 * (1.0f / 6) + s34 * (1.0f / 6) + t[r][5];
         }
     }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < plane; i++)
+        for (int k = 0; k < 9; k++) dw[i * 9 + k] += Mw[k * plane + i];
 }
 
 void wino_dw(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, const float *x,

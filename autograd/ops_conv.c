@@ -317,12 +317,14 @@ static bool use_winograd(const conv2d_geom *g) {
            g->pad <= 2 && g->Cin >= 16 && g->Cout >= 16;
 }
 
-// Tile size for an output of Ho x Wo.
+// Tile size for an output of Ho x Wo: the one with fewer products, tiles
+// times (m + 2)^2 (partial tiles at the edges count in full). F(4x4) wins
+// from 3x3 outputs up: 4x fewer multiplies than direct against 2.25x.
 static int wino_tile(int Ho, int Wo) {
     if (g_wino_tile) return g_wino_tile;
-    (void)Ho;
-    (void)Wo;
-    return 4;
+    int64_t c2 = (int64_t)((Ho + 1) / 2) * ((Wo + 1) / 2) * 16;
+    int64_t c4 = (int64_t)((Ho + 3) / 4) * ((Wo + 3) / 4) * 36;
+    return c4 <= c2 ? 4 : 2;
 }
 
 // ---------------------------------------------------------------------------
