@@ -243,11 +243,16 @@ static void input_f2(const float *x, int Ci, int H, int W, int p, const wino_pla
     }
 }
 
-// dst[c][j] = src[4 j + c], c < 4, j < n: the four phases of a row, so the
-// horizontal pass of F(4x4) reads unit-stride vectors (tile j's six inputs
-// are phases 0-3 at j and phases 0-1 at j + 1).
-static inline void split4(const float *restrict src, int n, float *restrict dst) {
-    float *p0 = dst, *p1 = dst + n, *p2 = dst + 2 * n, *p3 = dst + 3 * n;
+// F(4x4) transforms work on blocks of up to SUB_TILES tiles (whole tile rows)
+// laid out [k][c][n]: element (k, c) of the 6x6 input patch (or of the 4x4
+// output) of tile n. Gathering the patches is the only strided step; both
+// 1-D passes of the transform are then element-wise over n with long
+// unit-stride vectors, whatever the width (14x14 layers have 4 tiles a row).
+#define SUB_TILES 128
+
+// dst[c * ds + j] = src[4 j + c], c < 4, j < n: the four phases of a row.
+static inline void split4(const float *restrict src, int n, float *restrict dst, int ds) {
+    float *p0 = dst, *p1 = dst + ds, *p2 = dst + 2 * ds, *p3 = dst + 3 * ds;
     for (int j = 0; j < n; j++) {
         p0[j] = src[4 * j];
         p1[j] = src[4 * j + 1];
@@ -256,31 +261,73 @@ static inline void split4(const float *restrict src, int n, float *restrict dst)
     }
 }
 
+// Inverse of split4: dst[4 j + c] = src[c * ds + j] + bias.
+static inline void merge4(const float *restrict src, int ds, int n, float bias,
+                          float *restrict dst) {
+    const float *p0 = src, *p1 = src + ds, *p2 = src + 2 * ds, *p3 = src + 3 * ds;
+    for (int j = 0; j < n; j++) {
+        dst[4 * j] = p0[j] + bias;
+        dst[4 * j + 1] = p1[j] + bias;
+        dst[4 * j + 2] = p2[j] + bias;
+        dst[4 * j + 3] = p3[j] + bias;
+    }
+}
+
+static int sub_rows(int tw) { return SUB_TILES / tw > 0 ? SUB_TILES / tw : 1; }
+
 static void input_f4(const float *x, int Ci, int H, int W, int p, const wino_plan *P, int64_t R0,
                      int nr, float *V) {
-    int tw = P->tw, n1 = tw + 1, WP = 4 * n1, nn = nr * tw;
+    int tw = P->tw, WP = 4 * tw + 4, nn = nr * tw;
+    int rb = sub_rows(tw), ns = rb * tw;   // rows and tiles of a block
     int64_t pe = (int64_t)Ci * nn, HW = (int64_t)H * W;
 #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < Ci; ci++) {
-        float d[6 * WP], ph[6][4 * n1], u[6][4 * n1];
-        for (int r = 0; r < nr; r++) {
-            int64_t R = R0 + r;
-            int b = (int)(R / P->th), ti = (int)(R % P->th);
-            load_rows(x + ((int64_t)b * Ci + ci) * HW, H, W, p, 4 * ti - p, 6, WP, d);
-            for (int k = 0; k < 6; k++) split4(d + k * WP, n1, ph[k]);
-            for (int q = 0; q < 4 * n1; q++)   // B^T down the columns
-                BT4(ph[0][q], ph[1][q], ph[2][q], ph[3][q], ph[4][q], ph[5][q], u[0][q], u[1][q],
-                    u[2][q], u[3][q], u[4][q], u[5][q]);
-            float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
-            for (int k = 0; k < 6; k++) {   // B along each row, one tile per j
+        float row[WP], D[36 * ns];   // D[(6 k + c) * ns + n]
+        for (int r0 = 0; r0 < nr; r0 += rb) {
+            int nrb = nr - r0 < rb ? nr - r0 : rb, nb = nrb * tw;
+            for (int rr = 0; rr < nrb; rr++) {   // gather the 6x6 patches
+                int64_t R = R0 + r0 + rr;
+                int b = (int)(R / P->th), ti = (int)(R % P->th);
+                const float *xp = x + ((int64_t)b * Ci + ci) * HW;
+                for (int k = 0; k < 6; k++) {
+                    load_rows(xp, H, W, p, 4 * ti - p + k, 1, WP, row);
+                    float *d = D + 6 * k * ns + rr * tw;
+                    split4(row, tw, d, ns);   // patch columns 0-3
+                    float *d4 = d + 4 * ns, *d5 = d + 5 * ns;
+                    for (int j = 0; j < tw - 1; j++) {   // columns 4-5: next tile's 0-1
+                        d4[j] = d[j + 1];
+                        d5[j] = d[ns + j + 1];
+                    }
+                    d4[tw - 1] = row[4 * tw];
+                    d5[tw - 1] = row[4 * tw + 1];
+                }
+            }
+            for (int c = 0; c < 6; c++) {   // B^T down the patch columns, in place
+                float *d0 = D + c * ns, *d1 = d0 + 6 * ns, *d2 = d1 + 6 * ns, *d3 = d2 + 6 * ns,
+                      *d4 = d3 + 6 * ns, *d5 = d4 + 6 * ns;
+#pragma omp simd
+                for (int n = 0; n < nb; n++) {
+                    float o0, o1, o2, o3, o4, o5;
+                    BT4(d0[n], d1[n], d2[n], d3[n], d4[n], d5[n], o0, o1, o2, o3, o4, o5);
+                    d0[n] = o0;
+                    d1[n] = o1;
+                    d2[n] = o2;
+                    d3[n] = o3;
+                    d4[n] = o4;
+                    d5[n] = o5;
+                }
+            }
+            float *v = V + (int64_t)ci * nn + (int64_t)r0 * tw;
+            for (int k = 0; k < 6; k++) {   // B along the patch rows, into V
+                const float *u0 = D + 6 * k * ns, *u1 = u0 + ns, *u2 = u1 + ns, *u3 = u2 + ns,
+                            *u4 = u3 + ns, *u5 = u4 + ns;
                 float *restrict v0 = v + (6 * k) * pe, *restrict v1 = v0 + pe,
                                 *restrict v2 = v1 + pe, *restrict v3 = v2 + pe,
                                 *restrict v4 = v3 + pe, *restrict v5 = v4 + pe;
-                const float *s0 = u[k], *s1 = s0 + n1, *s2 = s1 + n1, *s3 = s2 + n1;
 #pragma omp simd
-                for (int j = 0; j < tw; j++)
-                    BT4(s0[j], s1[j], s2[j], s3[j], s0[j + 1], s1[j + 1], v0[j], v1[j], v2[j],
-                        v3[j], v4[j], v5[j]);
+                for (int n = 0; n < nb; n++)
+                    BT4(u0[n], u1[n], u2[n], u3[n], u4[n], u5[n], v0[n], v1[n], v2[n], v3[n],
+                        v4[n], v5[n]);
             }
         }
     }
@@ -334,36 +381,43 @@ static void output_f2(const float *M, int Co, int Ho, int Wo, const wino_plan *P
 static void output_f4(const float *M, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
                       int nr, const float *bias, bool accumulate, float *y) {
     int tw = P->tw, nn = nr * tw, OW = 4 * tw;
+    int rb = sub_rows(tw), ns = rb * tw;
     int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < Co; co++) {
-        float a[4][6][tw], o[4 * OW];
+        float T[24 * ns], O[16 * ns], o[OW];   // T[(6 i + l) * ns + n], O[(4 i + c) * ns + n]
         float bv = bias ? bias[co] : 0.0f;
-        for (int r = 0; r < nr; r++) {
-            int64_t R = R0 + r;
-            int b = (int)(R / P->th), ti = (int)(R % P->th);
-            const float *m = M + (int64_t)co * nn + (int64_t)r * tw;
-            for (int l = 0; l < 6; l++) {   // A^T down each column l of the tiles
+        for (int r0 = 0; r0 < nr; r0 += rb) {
+            int nrb = nr - r0 < rb ? nr - r0 : rb, nb = nrb * tw;
+            const float *m = M + (int64_t)co * nn + (int64_t)r0 * tw;
+            for (int l = 0; l < 6; l++) {   // A^T down each column l of the products
                 const float *m0 = m + l * pm, *m1 = m0 + 6 * pm, *m2 = m1 + 6 * pm,
                             *m3 = m2 + 6 * pm, *m4 = m3 + 6 * pm, *m5 = m4 + 6 * pm;
-                for (int j = 0; j < tw; j++)
-                    AT4(m0[j], m1[j], m2[j], m3[j], m4[j], m5[j], a[0][l][j], a[1][l][j],
-                        a[2][l][j], a[3][l][j]);
+                float *restrict t0 = T + l * ns, *restrict t1 = t0 + 6 * ns,
+                                *restrict t2 = t1 + 6 * ns, *restrict t3 = t2 + 6 * ns;
+#pragma omp simd
+                for (int n = 0; n < nb; n++)
+                    AT4(m0[n], m1[n], m2[n], m3[n], m4[n], m5[n], t0[n], t1[n], t2[n], t3[n]);
             }
-            for (int i = 0; i < 4; i++) {   // A along each output row of the tiles
-                float *oi = o + i * OW;
-                for (int j = 0; j < tw; j++) {
-                    float o0, o1, o2, o3;
-                    AT4(a[i][0][j], a[i][1][j], a[i][2][j], a[i][3][j], a[i][4][j], a[i][5][j],
-                        o0, o1, o2, o3);
-                    oi[4 * j] = o0 + bv;
-                    oi[4 * j + 1] = o1 + bv;
-                    oi[4 * j + 2] = o2 + bv;
-                    oi[4 * j + 3] = o3 + bv;
+            for (int i = 0; i < 4; i++) {   // A along each row i
+                const float *a0 = T + 6 * i * ns, *a1 = a0 + ns, *a2 = a1 + ns, *a3 = a2 + ns,
+                            *a4 = a3 + ns, *a5 = a4 + ns;
+                float *restrict o0 = O + 4 * i * ns, *restrict o1 = o0 + ns,
+                                *restrict o2 = o1 + ns, *restrict o3 = o2 + ns;
+#pragma omp simd
+                for (int n = 0; n < nb; n++)
+                    AT4(a0[n], a1[n], a2[n], a3[n], a4[n], a5[n], o0[n], o1[n], o2[n], o3[n]);
+            }
+            for (int rr = 0; rr < nrb; rr++) {   // scatter the 4x4 tiles into y rows
+                int64_t R = R0 + r0 + rr;
+                int b = (int)(R / P->th), ti = (int)(R % P->th);
+                int rows = Ho - 4 * ti < 4 ? Ho - 4 * ti : 4;
+                float *yp = y + ((int64_t)b * Co + co) * HWo + (int64_t)4 * ti * Wo;
+                for (int i = 0; i < rows; i++) {
+                    merge4(O + 4 * i * ns + rr * tw, ns, tw, bv, o);
+                    store_rows(o, OW, 1, Wo, accumulate, yp + (int64_t)i * Wo);
                 }
             }
-            int rows = Ho - 4 * ti < 4 ? Ho - 4 * ti : 4;
-            store_rows(o, OW, rows, Wo, accumulate, y + ((int64_t)b * Co + co) * HWo + (int64_t)4 * ti * Wo);
         }
     }
 }
@@ -456,27 +510,41 @@ static void dyt_f2(const float *dy, int Co, int Ho, int Wo, const wino_plan *P, 
 static void dyt_f4(const float *dy, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
                    int nr, float *Y) {
     int tw = P->tw, nn = nr * tw, OW = 4 * tw;
+    int rb = sub_rows(tw), ns = rb * tw;
     int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < Co; co++) {
-        float g[4 * OW], ph[4][OW], t[6][OW];
-        for (int r = 0; r < nr; r++) {
-            int64_t R = R0 + r;
-            int b = (int)(R / P->th), ti = (int)(R % P->th);
-            dy_rows(dy + ((int64_t)b * Co + co) * HWo, Ho, Wo, 4 * ti, 4, OW, g);
-            for (int k = 0; k < 4; k++) split4(g + k * OW, tw, ph[k]);
-            for (int q = 0; q < OW; q++)   // A down the columns
-                A4(ph[0][q], ph[1][q], ph[2][q], ph[3][q], t[0][q], t[1][q], t[2][q], t[3][q],
-                   t[4][q], t[5][q]);
-            float *yv = Y + (int64_t)co * nn + (int64_t)r * tw;
-            for (int k = 0; k < 6; k++) {   // A along each row, one tile per j
+        float g[OW], D[16 * ns], T[24 * ns];   // D[(4 k + c) * ns + n], T[(4 k + c) * ns + n]
+        for (int r0 = 0; r0 < nr; r0 += rb) {
+            int nrb = nr - r0 < rb ? nr - r0 : rb, nb = nrb * tw;
+            for (int rr = 0; rr < nrb; rr++) {   // gather the 4x4 tiles, zero-padded
+                int64_t R = R0 + r0 + rr;
+                int b = (int)(R / P->th), ti = (int)(R % P->th);
+                const float *dp = dy + ((int64_t)b * Co + co) * HWo;
+                for (int k = 0; k < 4; k++) {
+                    dy_rows(dp, Ho, Wo, 4 * ti + k, 1, OW, g);
+                    split4(g, tw, D + 4 * k * ns + rr * tw, ns);
+                }
+            }
+            for (int c = 0; c < 4; c++) {   // A down the tile columns
+                const float *g0 = D + c * ns, *g1 = g0 + 4 * ns, *g2 = g1 + 4 * ns,
+                            *g3 = g2 + 4 * ns;
+                float *restrict t0 = T + c * ns, *restrict t1 = t0 + 4 * ns,
+                                *restrict t2 = t1 + 4 * ns, *restrict t3 = t2 + 4 * ns,
+                                *restrict t4 = t3 + 4 * ns, *restrict t5 = t4 + 4 * ns;
+#pragma omp simd
+                for (int n = 0; n < nb; n++)
+                    A4(g0[n], g1[n], g2[n], g3[n], t0[n], t1[n], t2[n], t3[n], t4[n], t5[n]);
+            }
+            float *yv = Y + (int64_t)co * nn + (int64_t)r0 * tw;
+            for (int k = 0; k < 6; k++) {   // A along each row, into Y
+                const float *s0 = T + 4 * k * ns, *s1 = s0 + ns, *s2 = s1 + ns, *s3 = s2 + ns;
                 float *restrict y0 = yv + (6 * k) * pm, *restrict y1 = y0 + pm,
                                 *restrict y2 = y1 + pm, *restrict y3 = y2 + pm,
                                 *restrict y4 = y3 + pm, *restrict y5 = y4 + pm;
-                const float *s0 = t[k], *s1 = s0 + tw, *s2 = s1 + tw, *s3 = s2 + tw;
 #pragma omp simd
-                for (int j = 0; j < tw; j++)
-                    A4(s0[j], s1[j], s2[j], s3[j], y0[j], y1[j], y2[j], y3[j], y4[j], y5[j]);
+                for (int n = 0; n < nb; n++)
+                    A4(s0[n], s1[n], s2[n], s3[n], y0[n], y1[n], y2[n], y3[n], y4[n], y5[n]);
             }
         }
     }
