@@ -76,9 +76,12 @@ static inline void valid_range(int Wo, int W, int stride, int pad, int kw, int *
     *hi = b;
 }
 
-static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad,
-                   int Ho, int Wo, float *col) {
-    int64_t HWo = (int64_t)Ho * Wo;
+// Output rows [oh0, oh1) only: col [C*KH*KW, (oh1 - oh0) * Wo]. Whole samples
+// of the early layers make a col matrix of several MB (576 x 3136 floats at
+// 64 channels, 56x56 output); blocks of rows keep it in L2 (conv2d below).
+static void im2col_rows(const float *x, int C, int H, int W, int KH, int KW, int stride,
+                        int pad, int Wo, int oh0, int oh1, float *col) {
+    int64_t HWo = (int64_t)(oh1 - oh0) * Wo;
     for (int c = 0; c < C; c++)
         for (int kh = 0; kh < KH; kh++)
             for (int kw = 0; kw < KW; kw++) {
@@ -86,8 +89,8 @@ static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stri
                 int lo, hi;
                 valid_range(Wo, W, stride, pad, kw, &lo, &hi);
                 int off = kw - pad;
-                for (int oh = 0; oh < Ho; oh++) {
-                    float *d = dst + (int64_t)oh * Wo;
+                for (int oh = oh0; oh < oh1; oh++) {
+                    float *d = dst + (int64_t)(oh - oh0) * Wo;
                     int ih = oh * stride - pad + kh;
                     if (ih < 0 || ih >= H) {
                         memset(d, 0, (size_t)Wo * sizeof(float));
@@ -104,10 +107,15 @@ static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stri
             }
 }
 
-// x += col2im(col)
-static void col2im_add(const float *col, int C, int H, int W, int KH, int KW, int stride,
-                       int pad, int Ho, int Wo, float *x) {
-    int64_t HWo = (int64_t)Ho * Wo;
+static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad,
+                   int Ho, int Wo, float *col) {
+    im2col_rows(x, C, H, W, KH, KW, stride, pad, Wo, 0, Ho, col);
+}
+
+// x += col2im(col) for output rows [oh0, oh1)
+static void col2im_add_rows(const float *col, int C, int H, int W, int KH, int KW, int stride,
+                            int pad, int Wo, int oh0, int oh1, float *x) {
+    int64_t HWo = (int64_t)(oh1 - oh0) * Wo;
     for (int c = 0; c < C; c++)
         for (int kh = 0; kh < KH; kh++)
             for (int kw = 0; kw < KW; kw++) {
@@ -115,10 +123,10 @@ static void col2im_add(const float *col, int C, int H, int W, int KH, int KW, in
                 int lo, hi;
                 valid_range(Wo, W, stride, pad, kw, &lo, &hi);
                 int off = kw - pad;
-                for (int oh = 0; oh < Ho; oh++) {
+                for (int oh = oh0; oh < oh1; oh++) {
                     int ih = oh * stride - pad + kh;
                     if (ih < 0 || ih >= H) continue;
-                    const float *s = src + (int64_t)oh * Wo;
+                    const float *s = src + (int64_t)(oh - oh0) * Wo;
                     float *d = x + ((int64_t)c * H + ih) * W + off;
                     if (stride == 1)
                         for (int ow = lo; ow < hi; ow++) d[ow] += s[ow];
@@ -126,6 +134,11 @@ static void col2im_add(const float *col, int C, int H, int W, int KH, int KW, in
                         for (int ow = lo; ow < hi; ow++) d[ow * stride] += s[ow];
                 }
             }
+}
+
+static void col2im_add(const float *col, int C, int H, int W, int KH, int KW, int stride,
+                       int pad, int Ho, int Wo, float *x) {
+    col2im_add_rows(col, C, H, W, KH, KW, stride, pad, Wo, 0, Ho, x);
 }
 
 // ---------------------------------------------------------------------------
@@ -330,23 +343,43 @@ static int wino_tile(int Ho, int Wo) {
 // ---------------------------------------------------------------------------
 // General conv2d: im2col + sgemm.
 
-// One sample: y_b = W * im2col(x_b) (+ bias); col is this thread's scratch.
+// Output rows per im2col block: the whole sample when its col matrix is at
+// most COL_WHOLE floats, else about COL_COLS columns, enough for sgemm to
+// amortize packing the weights, small enough for the block to stay in L2.
+#define COL_WHOLE ((int64_t)1 << 18)
+#define COL_COLS 256
+static int col_rows(const conv2d_geom *g) {
+    if ((int64_t)(g->Cin / g->groups) * g->KH * g->KW * g->Ho * g->Wo <= COL_WHOLE) return g->Ho;
+    int r = (COL_COLS + g->Wo - 1) / g->Wo;
+    return r < g->Ho ? r : g->Ho;
+}
+
+// One sample: y_b = W * im2col(x_b) (+ bias), by blocks of output rows; col
+// is this thread's scratch.
 static void gemm_forward_sample(const conv2d_geom *g, const float *xb, const float *w,
                                 const float *bias, float *yb, float *col) {
     int G = g->groups, Cg = g->Cin / G, Cog = g->Cout / G;
     int KK = g->KH * g->KW, HWo = g->Ho * g->Wo;
     int64_t HW = (int64_t)g->H * g->W;
+    int rows = is_pointwise(g) ? g->Ho : col_rows(g);
     for (int gi = 0; gi < G; gi++) {
         const float *xg = xb + (int64_t)gi * Cg * HW;
-        const float *cm = xg;
-        if (!is_pointwise(g)) {
-            im2col(xg, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Ho, g->Wo, col);
-            cm = col;
+        const float *wg = w + (int64_t)gi * Cog * Cg * KK;
+        float *yg = yb + (int64_t)gi * Cog * HWo;
+        for (int oh0 = 0; oh0 < g->Ho; oh0 += rows) {
+            int oh1 = oh0 + rows < g->Ho ? oh0 + rows : g->Ho, nb = (oh1 - oh0) * g->Wo;
+            const float *cm = xg;   // pointwise: x already is the col matrix
+            int ldc = HWo;
+            if (!is_pointwise(g)) {
+                im2col_rows(xg, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Wo, oh0, oh1,
+                            col);
+                cm = col;
+                ldc = nb;
+            }
+            // y_g[:, block] [Cog, nb] = w_g [Cog, Cg*KK] col [Cg*KK, nb]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cog, nb, Cg * KK, 1.0f, wg,
+                        Cg * KK, cm, ldc, 0.0f, yg + (int64_t)oh0 * g->Wo, HWo);
         }
-        // y_g [Cog, HWo] = w_g [Cog, Cg*KK] col [Cg*KK, HWo]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cog, HWo, Cg * KK, 1.0f,
-                    w + (int64_t)gi * Cog * Cg * KK, Cg * KK, cm, HWo, 0.0f,
-                    yb + (int64_t)gi * Cog * HWo, HWo);
     }
     if (bias)
         for (int co = 0; co < g->Cout; co++) {
@@ -357,7 +390,7 @@ static void gemm_forward_sample(const conv2d_geom *g, const float *xb, const flo
 
 static size_t col_floats(const conv2d_geom *g) {
     if (is_pointwise(g)) return 16;
-    return pad16((size_t)(g->Cin / g->groups) * g->KH * g->KW * g->Ho * g->Wo);
+    return pad16((size_t)(g->Cin / g->groups) * g->KH * g->KW * col_rows(g) * g->Wo);
 }
 
 void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const float *bias,
@@ -387,7 +420,8 @@ void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const 
     }
 }
 
-// One sample's contribution: dw_acc += dy_b col^T, dx_b += col2im(W^T dy_b).
+// One sample's contribution: dw_acc += dy_b col^T, dx_b += col2im(W^T dy_b),
+// by blocks of output rows as in the forward.
 static void gemm_backward_sample(const conv2d_geom *g, const float *xb, const float *w,
                                  const float *dyb, float *dxb, float *dw_acc, float *col,
                                  float *dcol) {
@@ -395,28 +429,38 @@ static void gemm_backward_sample(const conv2d_geom *g, const float *xb, const fl
     int KK = g->KH * g->KW, HWo = g->Ho * g->Wo;
     int64_t HW = (int64_t)g->H * g->W;
     bool pw = is_pointwise(g);
+    int rows = pw ? g->Ho : col_rows(g);
     for (int gi = 0; gi < G; gi++) {
         const float *xg = xb + (int64_t)gi * Cg * HW;
         const float *dyg = dyb + (int64_t)gi * Cog * HWo;
         const float *wg = w + (int64_t)gi * Cog * Cg * KK;
-        if (dw_acc) {
-            const float *cm = xg;
-            if (!pw) {
-                im2col(xg, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Ho, g->Wo, col);
-                cm = col;
+        float *dxg = dxb ? dxb + (int64_t)gi * Cg * HW : NULL;
+        for (int oh0 = 0; oh0 < g->Ho; oh0 += rows) {
+            int oh1 = oh0 + rows < g->Ho ? oh0 + rows : g->Ho, nb = (oh1 - oh0) * g->Wo;
+            const float *dyblk = dyg + (int64_t)oh0 * g->Wo;
+            if (dw_acc) {
+                const float *cm = xg;
+                int ldb = HWo;
+                if (!pw) {
+                    im2col_rows(xg, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Wo, oh0,
+                                oh1, col);
+                    cm = col;
+                    ldb = nb;
+                }
+                // dw_g [Cog, Cg*KK] += dy_g[:, block] [Cog, nb] col^T [nb, Cg*KK]
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cog, Cg * KK, nb, 1.0f,
+                            dyblk, HWo, cm, ldb, 1.0f, dw_acc + (int64_t)gi * Cog * Cg * KK,
+                            Cg * KK);
             }
-            // dw_g [Cog, Cg*KK] += dy_g [Cog, HWo] col^T [HWo, Cg*KK]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cog, Cg * KK, HWo, 1.0f, dyg,
-                        HWo, cm, HWo, 1.0f, dw_acc + (int64_t)gi * Cog * Cg * KK, Cg * KK);
-        }
-        if (dxb) {
-            float *dxg = dxb + (int64_t)gi * Cg * HW;
-            // dcol [Cg*KK, HWo] = w_g^T [Cg*KK, Cog] dy_g [Cog, HWo]; pointwise writes dx
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg * KK, HWo, Cog, 1.0f, wg,
-                        Cg * KK, dyg, HWo, pw ? 1.0f : 0.0f, pw ? dxg : dcol, HWo);
-            if (!pw)
-                col2im_add(dcol, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Ho,
-                           g->Wo, dxg);
+            if (dxg) {
+                // dcol [Cg*KK, nb] = w_g^T [Cg*KK, Cog] dy_g[:, block]; pointwise writes dx
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg * KK, nb, Cog, 1.0f, wg,
+                            Cg * KK, dyblk, HWo, pw ? 1.0f : 0.0f, pw ? dxg : dcol,
+                            pw ? HWo : nb);
+                if (!pw)
+                    col2im_add_rows(dcol, Cg, g->H, g->W, g->KH, g->KW, g->stride, g->pad, g->Wo,
+                                    oh0, oh1, dxg);
+            }
         }
     }
 }
