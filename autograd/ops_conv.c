@@ -312,11 +312,11 @@ static void dw_backward(const conv2d_geom *g, const float *x, const float *w, co
 
 // ---------------------------------------------------------------------------
 // Winograd for 3x3 stride-1 convolutions (most of the IR-50 trunk), in
-// conv_winograd.c: F(4x4, 3x3) where the 4x4 tiles fit the output well, else
-// F(2x2, 3x3).
+// conv_winograd.c: F(2x2, 3x3) for the forward, F(4x4, 3x3) for dx and dw
+// where the 4x4 tiles fit the output (wino_tile).
 
 static bool g_winograd = true;
-static int g_wino_tile;   // 0: chosen per shape
+static int g_wino_tile;   // 0: chosen per pass and shape
 void conv_set_winograd(bool on) { g_winograd = on; }
 void conv_set_winograd_tile(int m) {
     AG_ASSERT(m == 0 || m == 2 || m == 4, "winograd tile %d (0, 2 or 4)", m);
@@ -330,11 +330,18 @@ static bool use_winograd(const conv2d_geom *g) {
            g->pad <= 2 && g->Cin >= 16 && g->Cout >= 16;
 }
 
-// Tile size for an output of Ho x Wo: the one with fewer products, tiles
-// times (m + 2)^2 (partial tiles at the edges count in full). F(4x4) wins
-// from 3x3 outputs up: 4x fewer multiplies than direct against 2.25x.
-static int wino_tile(int Ho, int Wo) {
+// Tile size for an output of Ho x Wo. The backward passes (dx, dw) take the
+// one with fewer products, tiles times (m + 2)^2 (partial tiles at the edges
+// count in full): F(4x4) from 3x3 outputs up, 4x fewer multiplies than direct
+// against 2.25x. The forward keeps F(2x2): its activations decide the
+// train-mode gradients downstream (BatchNorm batch statistics, PReLU), and
+// F(4x4)'s few-1e-6 forward error (3x F(2x2)'s) moved the reduced model's
+// worst gradient against the float64 PyTorch reference from 8.2e-4 to 2.0e-3
+// (test_poster_parity, tolerance 1e-3); F(4x4) in the backward leaves it at
+// 8.2e-4.
+static int wino_tile(int Ho, int Wo, bool forward) {
     if (g_wino_tile) return g_wino_tile;
+    if (forward) return 2;
     int64_t c2 = (int64_t)((Ho + 1) / 2) * ((Wo + 1) / 2) * 16;
     int64_t c4 = (int64_t)((Ho + 3) / 4) * ((Wo + 3) / 4) * 36;
     return c4 <= c2 ? 4 : 2;
@@ -401,8 +408,8 @@ void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const 
         return;
     }
     if (use_winograd(g)) {
-        wino_conv(wino_tile(g->Ho, g->Wo), g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho,
-                  g->Wo, w, false, bias, false, x, y);
+        wino_conv(wino_tile(g->Ho, g->Wo, true), g->B, g->Cin, g->H, g->W, g->Cout, g->pad,
+                  g->Ho, g->Wo, w, false, bias, false, x, y);
         return;
     }
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
@@ -490,13 +497,13 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
     if (dx && use_winograd(g)) {
         // dx is the full correlation of dy with the flipped, transposed filters:
         // again a 3x3 stride-1 convolution, with padding 2 - pad.
-        wino_conv(wino_tile(g->H, g->W), g->B, g->Cout, g->Ho, g->Wo, g->Cin, 2 - g->pad, g->H,
-                  g->W, w, true, NULL, true, dy, dx);
+        wino_conv(wino_tile(g->H, g->W, false), g->B, g->Cout, g->Ho, g->Wo, g->Cin, 2 - g->pad,
+                  g->H, g->W, w, true, NULL, true, dy, dx);
         dx = NULL;
     }
     if (dw && use_winograd(g)) {
-        wino_dw(wino_tile(g->Ho, g->Wo), g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho, g->Wo,
-                x, dy, dw);
+        wino_dw(wino_tile(g->Ho, g->Wo, false), g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho,
+                g->Wo, x, dy, dw);
         dw = NULL;
     }
     if (!dx && !dw) return;

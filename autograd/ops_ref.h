@@ -56,7 +56,8 @@ void conv_set_mode(int mode);
 // Winograd for 3x3 stride-1 convolutions (default on; tests and benchmarks
 // turn it off to reach the im2col path for the same shapes).
 void conv_set_winograd(bool on);
-// Winograd tile: 0 chosen per shape (default), 2 forces F(2x2, 3x3), 4 F(4x4, 3x3).
+// Winograd tile: 0 chosen per pass and shape (default: F(2x2) forward, F(4x4)
+// dx and dw), 2 forces F(2x2, 3x3) everywhere, 4 F(4x4, 3x3).
 void conv_set_winograd_tile(int m);
 
 // ---- conv_winograd.c (called by conv2d_forward / conv2d_backward) ----
