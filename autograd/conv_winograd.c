@@ -3,8 +3,9 @@
 //   - F(2x2, 3x3): 4x4 input tiles, 16 products per 2x2 outputs (2.25x fewer
 //     multiplies than direct); transforms use only 0, +-1 and 1/2.
 //   - F(4x4, 3x3): 6x6 input tiles, 36 products per 4x4 outputs (4x fewer);
-//     interpolation points 0, +-1, +-2 and infinity (Lavin & Gray), which keep
-//     the float32 error near 1e-6 of the output's magnitude for 3x3 filters.
+//     interpolation points 0, +-1, +-2 and infinity (Lavin & Gray). Its
+//     float32 error, up to 7e-6 of the largest output in tests/test_ops_conv.c,
+//     is about 3x F(2x2)'s; ops_conv.c picks the tile per pass (wino_tile).
 // Each of the a*a transformed elements is one sgemm [Co, Ci] x [Ci, tiles]
 // over the tiles of the whole batch, cut into chunks of whole tile rows so V
 // (transformed input) and M (products) stay in the last-level cache. A chunk's
@@ -230,7 +231,8 @@ static void input_f2(const float *x, int Ci, int H, int W, int p, const wino_pla
             int b = (int)(R / P->th), ti = (int)(R % P->th);
             load_rows(x + ((int64_t)b * Ci + ci) * HW, H, W, p, 2 * ti - p, 4, WP, d);
             const float *d0 = d, *d1 = d + WP, *d2 = d + 2 * WP, *d3 = d + 3 * WP;
-            for (int q = 0; q < WP; q++) BT2(d0[q], d1[q], d2[q], d3[q], u[0][q], u[1][q], u[2][q], u[3][q]);
+            for (int q = 0; q < WP; q++)   // B^T down the columns
+                BT2(d0[q], d1[q], d2[q], d3[q], u[0][q], u[1][q], u[2][q], u[3][q]);
             float *v = V + (int64_t)ci * nn + (int64_t)r * tw;
             for (int k = 0; k < 4; k++) {
                 float *v0 = v + (4 * k) * pe, *v1 = v0 + pe, *v2 = v1 + pe, *v3 = v2 + pe;
@@ -373,7 +375,8 @@ static void output_f2(const float *M, int Co, int Ho, int Wo, const wino_plan *P
                     o[k * OW + 2 * j + 1] = a[k][1][j] - a[k][2][j] - a[k][3][j] + bv;
                 }
             int rows = Ho - 2 * ti < 2 ? Ho - 2 * ti : 2;
-            store_rows(o, OW, rows, Wo, accumulate, y + ((int64_t)b * Co + co) * HWo + (int64_t)2 * ti * Wo);
+            store_rows(o, OW, rows, Wo, accumulate,
+                       y + ((int64_t)b * Co + co) * HWo + (int64_t)2 * ti * Wo);
         }
     }
 }
