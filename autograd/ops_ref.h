@@ -3,6 +3,7 @@
 // what bench/bench_conv.c times (no tape, no arena).
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 // ---- matmul ----
@@ -58,9 +59,28 @@ void conv_transpose1d_naive_backward(int B, int Cin, int L, int Cout, int k, int
 // Threading of the sgemm conv paths, for benchmarks: 0 auto (default), 1 spread
 // samples over threads, 2 samples in turn with a threaded sgemm.
 void conv_set_mode(int mode);
-// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (default on; tests and
-// benchmarks turn it off to reach the im2col path for the same shapes).
+// Winograd for 3x3 stride-1 convolutions (default on; tests and benchmarks
+// turn it off to reach the im2col path for the same shapes).
 void conv_set_winograd(bool on);
+// Winograd tile: 0 chosen per pass and shape (default: F(2x2) forward, F(4x4)
+// dx and dw), 2 forces F(2x2, 3x3) everywhere, 4 F(4x4, 3x3).
+void conv_set_winograd_tile(int m);
+
+// ---- conv_winograd.c (called by conv2d_forward / conv2d_backward) ----
+// y (or y += when accumulate) = 3x3 stride-1 convolution of x [B, Ci, H, W]
+// with padding p, output [B, Co, Ho, Wo], tile m (2 or 4). w is [Co, Ci, 3, 3],
+// or with flip [Ci, Co, 3, 3] used rotated by 180 degrees and transposed (the
+// dx convolution). bias [Co] or NULL.
+void wino_conv(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo,
+               const float *w, bool flip, const float *bias, bool accumulate, const float *x,
+               float *y);
+// dw [Co, Ci, 3, 3] += the weight gradient of that convolution for output
+// gradient dy [B, Co, Ho, Wo].
+void wino_dw(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, const float *x,
+             const float *dy, float *dw);
+// The conv kernels' shared scratch (64-byte aligned, grown on demand, valid
+// until the next call).
+float *conv_scratch(size_t floats);
 
 // Conv kernels keep one scratch buffer between calls (grown on demand, split
 // per thread inside a call), so the conv ops are not reentrant: call them from

@@ -3,7 +3,9 @@
 // threading regimes (samples spread over threads / threaded sgemm per sample).
 // bench/bench_conv_torch.py times the same convs in PyTorch.
 //
-// Usage: bench_conv [reps] [batch]   (default 2 timed reps after a warm-up, batch 16)
+// Usage: bench_conv [reps] [batch] [tile]   (default 2 timed reps after a warm-up,
+// batch 16; tile 0 lets conv2d choose the Winograd tile per shape, 2 or 4
+// forces F(2x2, 3x3) or F(4x4, 3x3), -1 turns Winograd off: im2col + sgemm)
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -65,13 +67,18 @@ static double sgemm_gflops(int n, int reps) {
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 2;
     int batch = argc > 2 ? atoi(argv[2]) : 16;
-    if (reps < 1 || batch < 1) {
-        fprintf(stderr, "usage: %s [reps >= 1] [batch >= 1]\n", argv[0]);
+    int tile = argc > 3 ? atoi(argv[3]) : 0;
+    if (reps < 1 || batch < 1 || (tile != 0 && tile != 2 && tile != 4 && tile != -1)) {
+        fprintf(stderr, "usage: %s [reps >= 1] [batch >= 1] [tile: 0 auto, 2, 4, -1 off]\n",
+                argv[0]);
         return 2;
     }
+    conv_set_winograd(tile >= 0);
+    conv_set_winograd_tile(tile > 0 ? tile : 0);
     ops_set_threads(0);
     double peak = sgemm_gflops(2048, 2);
-    printf("threads %d, batch %d; sgemm 2048^3: %.1f GFLOP/s\n", ops_threads(), batch, peak);
+    printf("threads %d, batch %d, winograd tile %s; sgemm 2048^3: %.1f GFLOP/s\n", ops_threads(),
+           batch, tile < 0 ? "off" : tile == 0 ? "auto" : tile == 2 ? "2x2" : "4x4", peak);
     printf("%-24s %5s | %9s %7s %9s %7s | %9s %7s %9s %7s\n", "conv (x count/img)", "GMAC",
            "fwd ms", "GF/s", "bwd ms", "GF/s", "fwd ms", "GF/s", "bwd ms", "GF/s");
     printf("%-24s %5s | %-35s | %-35s\n", "", "", "mode 1: samples over threads",

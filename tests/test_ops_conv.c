@@ -8,8 +8,10 @@
 //     linear in each input, so central differences are exact up to float32
 //     rounding of the forward (~1e-5 on L), divided by 2 eps.
 //   - fast vs naive: max abs error <= 1e-4 of the reference's max |value|
-//     (float32 sums of up to ~600 terms against double sums; Winograd's
-//     transforms use only 0, +-1, 1/2 and stay within the same bound).
+//     (float32 sums of up to ~600 terms against double sums). Winograd
+//     F(2x2) transforms use only 0, +-1, 1/2; F(4x4) (points 0, +-1, +-2)
+//     multiplies by up to 8 and divides by 24, measured here at a few 1e-6,
+//     within the same bound.
 //   - fixtures: forward <= 1e-4, gradients <= 1e-3 (relative to max |ref|).
 #include "autograd/ops_ref.h"
 #include "test_util.h"
@@ -86,7 +88,8 @@ static void test_conv2d_gradcheck(void **state) {
     conv_set_mode(0);
 }
 
-// 3x3 stride 1 with >= 16 channels takes the Winograd path.
+// 3x3 stride 1 with >= 16 channels takes the Winograd path, with 4x4 tiles
+// (edges cut: 5x6 output) and with 2x2 tiles.
 static void test_conv2d_winograd_gradcheck(void **state) {
     (void)state;
     rng r;
@@ -95,17 +98,20 @@ static void test_conv2d_winograd_gradcheck(void **state) {
         {2, 16, 5, 6, 16, 3, 1, 1, 1, 1},
         {1, 16, 7, 5, 17, 3, 1, 0, 1, 0},
         {2, 17, 4, 3, 16, 3, 1, 2, 1, 1},
+        {1, 16, 9, 10, 16, 3, 1, 1, 1, 1},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        conv_cfg c = cases[i];
+    for (size_t i = 0; i < 2 * sizeof cases / sizeof *cases; i++) {
+        conv_set_winograd_tile(i % 2 ? 2 : 4);
+        conv_cfg c = cases[i / 2];
         tensor *in[3] = {tu_leaf(&r, T_SHAPE(c.B, c.Cin, c.H, c.W), -1, 1),
                          tu_leaf(&r, T_SHAPE(c.Cout, c.Cin, 3, 3), -1, 1),
                          tu_leaf(&r, T_SHAPE(c.Cout), -1, 1)};
-        int bad = tu_gradcheck("conv2d winograd", conv2d_fn, &c, c.bias ? 3 : 2, in, GC_EPS,
-                               GC_ATOL, GC_RTOL, 60);
+        int bad = tu_gradcheck(i % 2 ? "conv2d winograd 2x2" : "conv2d winograd 4x4", conv2d_fn,
+                               &c, c.bias ? 3 : 2, in, GC_EPS, GC_ATOL, GC_RTOL, 60);
         assert_int_equal(bad, 0);
         ag_step_reset();
     }
+    conv_set_winograd_tile(0);
 }
 
 // Only x needs grad / only w: the backward must skip the others.
@@ -205,10 +211,13 @@ static float *rand_buf(rng *r, int64_t n) {
     return p;
 }
 
+static double g_worst;   // largest error seen by expect_close since the last reset
+
 static void expect_close(const char *what, const float *got, const float *want, int64_t n,
                          double tol) {
     double e = tu_rel_err(got, want, n, 1e-6);
     if (!(e <= tol)) fail_msg("%s: relative error %.3g > %.3g", what, e, tol);
+    if (e > g_worst) g_worst = e;
 }
 
 static void check_conv2d_vs_naive(const conv2d_geom *g, const char *what) {
@@ -257,22 +266,45 @@ static void check_conv2d_vs_naive(const conv2d_geom *g, const char *what) {
 
 static void test_conv2d_vs_naive(void **state) {
     (void)state;
-    conv2d_geom g;
-    // 3x3 stride 1 runs through Winograd (default) and through im2col.
-    for (int wino = 1; wino >= 0; wino--) {
-        conv_set_winograd(wino);
-        g = conv2d_make_geom(2, 64, 28, 28, 64, 3, 3, 1, 1, 1);
-        check_conv2d_vs_naive(&g, wino ? "winograd 64ch 28x28" : "im2col 64ch 28x28");
-        g = conv2d_make_geom(3, 16, 9, 7, 24, 3, 3, 1, 0, 1);
-        check_conv2d_vs_naive(&g, wino ? "winograd pad 0 odd" : "im2col pad 0 odd");
-        g = conv2d_make_geom(1, 20, 6, 5, 16, 3, 3, 1, 2, 1);
-        check_conv2d_vs_naive(&g, wino ? "winograd pad 2" : "im2col pad 2");
-        g = conv2d_make_geom(2, 32, 13, 14, 17, 3, 3, 1, 1, 1);
-        check_conv2d_vs_naive(&g, wino ? "winograd odd channels" : "im2col odd channels");
+    // 3x3 stride 1 runs through Winograd 4x4 tiles, 2x2 tiles and im2col.
+    static const char *paths[] = {"winograd 4x4", "winograd 2x2", "im2col"};
+    static const int shapes[][7] = {
+        // B Cin H W Cout pad
+        {2, 64, 28, 28, 64, 1},    // IR-50 stage 2 size
+        {3, 16, 9, 7, 24, 0},      // pad 0, odd sizes, partial tiles
+        {1, 20, 6, 5, 16, 2},      // pad 2
+        {2, 32, 13, 14, 17, 1},    // odd channels, 13 rows: a one-row tile at the bottom
+        {1, 23, 14, 14, 40, 1},    // batch 1, channels not multiples of 8, 14x14
+        {2, 16, 5, 4, 16, 0},      // output 3x2: smaller than one 4x4 tile
+        {2, 24, 30, 31, 16, 1},    // width 31: tiles of the last column cut at 3
+    };
+    char what[96];
+    for (int p = 0; p < 3; p++) {
+        conv_set_winograd(p < 2);
+        conv_set_winograd_tile(p == 1 ? 2 : 4);
+        g_worst = 0;
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+            const int *sh = shapes[i];
+            conv2d_geom g = conv2d_make_geom(sh[0], sh[1], sh[2], sh[3], sh[4], 3, 3, 1, sh[5], 1);
+            snprintf(what, sizeof what, "%s %dx%dx%dx%d -> %d pad %d", paths[p], sh[0], sh[1],
+                     sh[2], sh[3], sh[4], sh[5]);
+            check_conv2d_vs_naive(&g, what);
+        }
+        print_message("3x3 stride 1 via %s: worst relative error %.2g (y, dx, dw, db)\n",
+                      paths[p], g_worst);
     }
+    conv_set_winograd(true);
+    conv_set_winograd_tile(0);
+    conv2d_geom g;
     conv_set_winograd(true);
     g = conv2d_make_geom(3, 64, 28, 28, 128, 3, 3, 2, 1, 1);
     check_conv2d_vs_naive(&g, "64->128 28x28 3x3 s2");
+    // col matrices over 2^20 floats go through im2col in blocks of rows: the
+    // 45x46 output (576 x 2070 col) in blocks of 6 rows, the last one partial.
+    g = conv2d_make_geom(2, 64, 90, 92, 32, 3, 3, 2, 1, 1);
+    check_conv2d_vs_naive(&g, "64->32 90x92 3x3 s2 row blocks");
+    g = conv2d_make_geom(1, 3, 112, 112, 16, 3, 3, 1, 1, 1);
+    check_conv2d_vs_naive(&g, "stem 3ch 112x112 s1");
     g = conv2d_make_geom(2, 64, 28, 28, 128, 1, 1, 2, 0, 1);
     check_conv2d_vs_naive(&g, "1x1 s2 shortcut");
     g = conv2d_make_geom(2, 64, 28, 28, 96, 1, 1, 1, 0, 1);
@@ -340,6 +372,33 @@ static void test_conv1d_vs_naive(void **state) {
         free(ref); free(dx); free(dw); free(db);
         ag_step_reset();
     }
+}
+
+// Same inputs, same thread count: bit-identical outputs and gradients (resume
+// is tested bit-exact), on the Winograd 4x4 path with several chunks
+// (256 channels at 14x14 and batch 20 are more than one chunk of tile rows).
+static void test_conv2d_winograd_deterministic(void **state) {
+    (void)state;
+    rng r;
+    rng_seed(&r, 13);
+    conv2d_geom g = conv2d_make_geom(20, 256, 14, 14, 256, 3, 3, 1, 1, 1);
+    int64_t nx = (int64_t)g.B * g.Cin * g.H * g.W, nw = (int64_t)g.Cout * g.Cin * 9;
+    int64_t ny = (int64_t)g.B * g.Cout * g.Ho * g.Wo;
+    float *x = rand_buf(&r, nx), *w = rand_buf(&r, nw), *dy = rand_buf(&r, ny);
+    float *out[2][3];
+    for (int k = 0; k < 2; k++) {
+        out[k][0] = malloc(sizeof(float) * ny);
+        out[k][1] = calloc(nx, sizeof(float));
+        out[k][2] = calloc(nw, sizeof(float));
+        conv2d_forward(&g, x, w, NULL, out[k][0]);
+        conv2d_backward(&g, x, w, dy, out[k][1], out[k][2], NULL);
+    }
+    assert_memory_equal(out[0][0], out[1][0], sizeof(float) * ny);
+    assert_memory_equal(out[0][1], out[1][1], sizeof(float) * nx);
+    assert_memory_equal(out[0][2], out[1][2], sizeof(float) * nw);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 3; i++) free(out[k][i]);
+    free(x); free(w); free(dy);
 }
 
 // ---------------------------------------------------------------------------
@@ -418,6 +477,7 @@ int main(void) {
         cmocka_unit_test(test_conv1d_gradcheck),
         cmocka_unit_test(test_conv_transpose1d_gradcheck),
         cmocka_unit_test(test_conv2d_vs_naive),
+        cmocka_unit_test(test_conv2d_winograd_deterministic),
         cmocka_unit_test(test_conv_transpose1d_vs_naive),
         cmocka_unit_test(test_conv1d_vs_naive),
         cmocka_unit_test(test_fixtures),
