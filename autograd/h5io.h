@@ -1,6 +1,7 @@
 // Small HDF5 helpers for tensors: fixtures, checkpoints, caches, the forward tool.
 // Every function returns 0 on success and a negative code with a message in
-// err (naming the file and dataset) on failure; none aborts on bad files.
+// err (naming the file and dataset) on failure; none aborts on bad files: every
+// read checks rank, extents, element type and the stored size before allocating.
 #pragma once
 #include <hdf5.h>
 #include <stddef.h>
@@ -23,7 +24,10 @@ int h5_read_int64s(hid_t loc, const char *name, int64_t **out, int *ndim, int *s
                    char *err, size_t errlen);
 int h5_read_uint8s(hid_t loc, const char *name, uint8_t **out, int *ndim, int *shape,
                    char *err, size_t errlen);
-// Shape of a dataset without reading it.
+// Exactly one int64 value (a scalar or a 1-element array), else an error naming it.
+int h5_read_int64_scalar(hid_t loc, const char *name, int64_t *v, char *err, size_t errlen);
+// Shape of a dataset without reading it (numeric types only; same checks as the reads:
+// rank, extents, element type, stored bytes).
 int h5_dataset_shape(hid_t loc, const char *name, int *ndim, int *shape, char *err,
                      size_t errlen);
 // Writes (creating intermediate groups); ndim 0 writes a scalar.

@@ -35,6 +35,7 @@ int image_decode_jpeg(void *tj_, const uint8_t *buf, size_t n, image_u8 *out, ch
         snprintf(err, errlen, "corrupt JPEG header: %s", tjGetErrorStr2(tj));
         goto done;
     }
+    // 2^28 pixels (768 MB decoded) bounds what a tiny hostile header can make us allocate.
     if (w <= 0 || h <= 0 || (int64_t)w * h > (int64_t)1 << 28) {
         snprintf(err, errlen, "unsupported JPEG size %dx%d", w, h);
         goto done;
@@ -111,6 +112,9 @@ int image_jpeg_size(void *tj_, const char *path, int *h, int *w, char *err, size
     int sub, cs, rc = 0;
     if (n < 4 || tjDecompressHeader3(tj, buf, (unsigned long)n, w, h, &sub, &cs)) {
         snprintf(err, errlen, "%s: corrupt JPEG header", path);
+        rc = -1;
+    } else if (*w <= 0 || *h <= 0 || (int64_t)*w * *h > (int64_t)1 << 28) {
+        snprintf(err, errlen, "%s: unsupported JPEG size %dx%d", path, *w, *h);
         rc = -1;
     }
     if (!tj_) tjDestroy(tj);

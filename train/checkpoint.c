@@ -11,6 +11,8 @@
 #include "autograd/h5io.h"
 
 volatile int ckpt_fault_inject = 0;
+#define CKPT_HIST_COLS_STR "9"
+_Static_assert(CKPT_HIST_COLS == 9, "update CKPT_HIST_COLS_STR");
 
 void ckpt_info_init(ckpt_info *ci) {
     memset(ci, 0, sizeof(*ci));
@@ -73,18 +75,27 @@ static int write_f64(hid_t f, const char *name, const double *v, int rows, int c
     return rc;
 }
 
-// Reads a float64 dataset (malloc'ed); returns its element count or -1.
+// Reads a float64 dataset (malloc'ed); returns its element count or -1. The
+// type must be a float and the stored bytes must cover the shape (damaged files).
 static int64_t read_f64(hid_t f, const char *name, double **out) {
+    *out = NULL;
     if (!h5_exists(f, name)) return -1;
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
     if (d < 0) return -1;
-    hid_t sp = H5Dget_space(d);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    *out = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
-    AG_ASSERT(*out != NULL, "out of memory");
-    int64_t rc = n;
-    if (n > 0 && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) rc = -1;
+    hid_t sp = H5Dget_space(d), ft = H5Dget_type(d);
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    bool ok = n >= 0 && n <= ((hssize_t)1 << 32) && ft >= 0 && H5Tget_class(ft) == H5T_FLOAT &&
+              H5Tget_size(ft) <= 8 &&
+              (n == 0 || H5Dget_storage_size(d) >= (hsize_t)n * H5Tget_size(ft));
+    if (ft >= 0) H5Tclose(ft);
+    if (sp >= 0) H5Sclose(sp);
+    int64_t rc = ok ? n : -1;
+    if (ok) {
+        *out = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+        AG_ASSERT(*out != NULL, "out of memory");
+        if (n > 0 && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0)
+            rc = -1;
+    }
     H5Dclose(d);
     if (rc < 0) {
         free(*out);
@@ -98,11 +109,16 @@ static int write_i64(hid_t f, const char *name, int64_t v, char *err, size_t err
 }
 
 static int read_i64(hid_t f, const char *name, int64_t *v, char *err, size_t errlen) {
-    int64_t *p = NULL;
-    int nd, shape[T_MAXDIM];
-    if (h5_read_int64s(f, name, &p, &nd, shape, err, errlen)) return -1;
-    *v = p[0];
-    free(p);
+    return h5_read_int64_scalar(f, name, v, err, errlen);
+}
+
+// A progress value, checked against its range (a damaged file names the dataset).
+static int read_i64_in(hid_t f, const char *name, int64_t *v, int64_t lo, int64_t hi, char *err,
+                       size_t errlen) {
+    if (read_i64(f, name, v, err, errlen)) return -1;
+    if (*v < lo || *v > hi)
+        return snprintf(err, errlen, "'%s' = %lld is out of range [%lld, %lld]", name,
+                        (long long)*v, (long long)lo, (long long)hi), -1;
     return 0;
 }
 
@@ -226,21 +242,25 @@ static int read_text(hid_t f, const char *name, char **text, char *err, size_t e
 static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
     ckpt_info_init(ci);
     int64_t v;
-    if (read_i64(f, "progress/epoch", &v, err, errlen)) return -1;
+    if (read_i64_in(f, "progress/epoch", &v, 0, 100000000, err, errlen)) return -1;
     ci->epoch = (int)v;
-    if (read_i64(f, "progress/batches_done", &v, err, errlen)) return -1;
+    if (read_i64_in(f, "progress/batches_done", &v, 0, INT32_MAX, err, errlen)) return -1;
     ci->batches_done = (int)v;
-    if (read_i64(f, "progress/global_step", &ci->global_step, err, errlen)) return -1;
-    if (read_i64(f, "progress/best_epoch", &v, err, errlen)) return -1;
+    if (read_i64_in(f, "progress/global_step", &ci->global_step, 0, INT64_MAX, err, errlen))
+        return -1;
+    if (read_i64_in(f, "progress/best_epoch", &v, 0, ci->epoch, err, errlen)) return -1;
     ci->best_epoch = (int)v;
     double *d = NULL;
-    if (read_f64(f, "progress/best_acc", &d) != 1) goto bad;
+    const char *what = "progress/best_acc";
+    if (read_f64(f, what, &d) != 1) goto bad;
     ci->best_acc = d[0];
     free(d);
-    if (read_f64(f, "progress/last_lr", &d) != 1) goto bad;
+    what = "progress/last_lr";
+    if (read_f64(f, what, &d) != 1) goto bad;
     ci->last_lr = d[0];
     free(d);
-    int64_t n = read_f64(f, "history", &d);
+    what = "history";
+    int64_t n = read_f64(f, what, &d);
     if (n < 0 || n % CKPT_HIST_COLS) goto bad;
     ci->hist = d;
     ci->n_hist = (int)(n / CKPT_HIST_COLS);
@@ -271,7 +291,9 @@ static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
     }
     return 0;
 bad:
-    snprintf(err, errlen, "progress datasets are missing or malformed");
+    free(d);
+    snprintf(err, errlen, "dataset '%s' is missing or malformed (expected float64, %s)", what,
+             strcmp(what, "history") ? "one value" : "[epochs, " CKPT_HIST_COLS_STR "]");
     return -1;
 }
 
