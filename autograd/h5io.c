@@ -91,8 +91,10 @@ static int check_dataset(hid_t ds, const char *fname, const char *name, hid_t me
                    (tcls == H5T_INTEGER || (!want_int && tcls == H5T_FLOAT)) &&
                    (!want_u8 || tsize == 1);
     if (!type_ok) {
-        rc = ERR("%s: dataset '%s' has element type class %d of %zu bytes, expected %s", fname,
-                 name, (int)tcls, tsize,
+        static const char *cls[] = {"integer", "float", "time", "string", "bitfield", "opaque",
+                                    "compound", "reference", "enum", "variable-length", "array"};
+        rc = ERR("%s: dataset '%s' holds %s elements of %zu bytes, expected %s", fname, name,
+                 tcls >= 0 && tcls < 11 ? cls[tcls] : "unknown", tsize,
                  want_u8 ? "uint8" : want_int ? "an integer" : "a float or integer");
         goto out;
     }

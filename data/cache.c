@@ -239,9 +239,13 @@ static int read_index(hid_t f, const char *path, const char *sp, const char *wha
     snprintf(nm, sizeof nm, "%s/%s", sp, what);
     if (h5_read_int64s(f, nm, v, &nd, sh, err, errlen)) return -1;
     if (nd != 1 || (want_n >= 0 && sh[0] != want_n)) {
-        snprintf(err, errlen, "%s: corrupt cache: '%s' has %d dimensions and %d values, "
-                 "expected 1 dimension of %lld (the label count)", path, nm, nd,
-                 nd >= 1 ? sh[0] : 0, (long long)want_n);
+        if (want_n < 0)
+            snprintf(err, errlen, "%s: corrupt cache: '%s' has %d dimensions, expected 1", path,
+                     nm, nd);
+        else
+            snprintf(err, errlen, "%s: corrupt cache: '%s' has %d dimensions and %d values, "
+                     "expected 1 dimension of %lld (the label count)", path, nm, nd,
+                     nd >= 1 ? sh[0] : 0, (long long)want_n);
         return -1;
     }
     *n = sh[0];

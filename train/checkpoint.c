@@ -299,6 +299,7 @@ bad:
 
 int ckpt_load(const char *path, param_store *s, optimizer *opt, ckpt_info *ci, char *err,
               size_t errlen) {
+    if (ci) ckpt_info_init(ci);   // freeable whatever happens below
     hid_t f = open_checked(path, err, errlen);
     if (f < 0) return -1;
     char e2[1024] = "";
@@ -307,7 +308,10 @@ int ckpt_load(const char *path, param_store *s, optimizer *opt, ckpt_info *ci, c
     if (rc == 0 && opt) rc = optim_read(opt, f, "optimizer", e2, sizeof e2);
     if (rc == 0 && ci) rc = read_info(f, ci, e2, sizeof e2);
     h5_close(f);
-    if (rc) snprintf(err, errlen, "%s: %s", path, e2);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, e2);
+        if (ci) ckpt_info_free(ci);
+    }
     return rc;
 }
 
