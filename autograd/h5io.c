@@ -32,11 +32,37 @@ hid_t h5_open_read(const char *path, char *err, size_t errlen) {
     return f;
 }
 
+// Files we write use the 1.8+ file format (superblock 2, object header 2):
+// every piece of metadata carries a checksum that HDF5 verifies when reading,
+// so a damaged file is refused before the library parses its structures
+// (libhdf5 1.10 can crash on damaged unchecksummed metadata). h5py and
+// HDF5 >= 1.8 read these files.
 hid_t h5_create(const char *path, char *err, size_t errlen) {
     h5_quiet();
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) snprintf(err, errlen, "%s: cannot create HDF5 file", path);
     return f;
+}
+
+hid_t h5_open_ours(const char *path, const char *what, char *err, size_t errlen) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(err, errlen, "%s: cannot open file", path);
+        return -1;
+    }
+    unsigned char head[9] = {0};
+    size_t n = fread(head, 1, sizeof head, fp);
+    fclose(fp);
+    if (n == sizeof head && !memcmp(head, "\x89HDF\r\n\x1a\n", 8) && head[8] < 2) {
+        snprintf(err, errlen, "%s: HDF5 superblock version %d: not a %s written by this "
+                 "program (ours are version 2 or later, with checksummed metadata)", path,
+                 head[8], what);
+        return -1;
+    }
+    return h5_open_read(path, err, errlen);
 }
 
 int h5_close(hid_t f) { return H5Fclose(f) < 0 ? -1 : 0; }

@@ -13,6 +13,10 @@
 void h5_quiet(void);
 hid_t h5_open_read(const char *path, char *err, size_t errlen);     // < 0 on error
 hid_t h5_create(const char *path, char *err, size_t errlen);        // truncates
+// Opens a file of one of our own formats (`what`: "checkpoint", "dataset cache"):
+// refuses files without checksummed metadata (HDF5 superblock < 2, which
+// h5_create never writes) before libhdf5 parses them.
+hid_t h5_open_ours(const char *path, const char *what, char *err, size_t errlen);
 int h5_close(hid_t f);
 bool h5_exists(hid_t loc, const char *path);   // path may contain '/'
 

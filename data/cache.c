@@ -256,7 +256,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
                        char *err, size_t errlen) {
     *out = NULL;
     h5_quiet();
-    hid_t f = h5_open_read(path, err, errlen);
+    hid_t f = h5_open_ours(path, "dataset cache", err, errlen);
     if (f < 0) return -1;
     char fmt[64] = "", dfmt[16] = "", order[16] = "", root[512] = "";
     const size_t classes_cap = 1 << 16;

@@ -347,6 +347,20 @@ static void test_ckpt_damaged(void **state) {
     replace_i64(f, "rng/drop_path", (int64_t[]){1, 2}, 1, (int[]){2});
     h5_close(f);
     ckpt_fails(bad, "rng/drop_path", NULL);
+    // a file without checksummed metadata (HDF5 superblock 0, h5py's default)
+    hid_t v0 = H5Fcreate(bad, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    assert_int_equal(h5_write_attr_str(v0, "/", "format", CKPT_FORMAT), 0);
+    h5_close(v0);
+    ckpt_fails(bad, "superblock version 0", "checkpoint");
+    // one flipped byte in the metadata: the checksum refuses it
+    copy_file(good, bad);
+    FILE *fp = fopen(bad, "r+b");
+    fseek(fp, 60, SEEK_SET);
+    int ch = fgetc(fp);
+    fseek(fp, 60, SEEK_SET);
+    fputc(ch ^ 0x40, fp);
+    fclose(fp);
+    assert_int_not_equal(ckpt_load(bad, &g_s, g_opt, &ci, g_err, sizeof g_err), 0);
     // truncated anywhere: an error naming the file
     for (int k = 0; k < 16; k++) {
         truncate_file(good, bad, k / 16.0);

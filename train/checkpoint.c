@@ -207,7 +207,7 @@ int ckpt_save(const char *path, const param_store *s, const optimizer *opt,
 
 static hid_t open_checked(const char *path, char *err, size_t errlen) {
     h5_quiet();
-    hid_t f = h5_open_read(path, err, errlen);
+    hid_t f = h5_open_ours(path, "checkpoint", err, errlen);
     if (f < 0) return -1;
     char fmt[64] = "";
     int64_t ver = 0;
