@@ -64,6 +64,9 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libposter.a $(LDLIBS) $(TEST_LIBS)
 
+# The fuzz targets run in make test on their committed corpora (tests/fuzz/).
+$(BUILD)/tests/test_fuzz_regress: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libposter.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libposter.a $(LDLIBS)
