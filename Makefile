@@ -35,7 +35,7 @@ BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 POSTER  := $(BUILD)/poster
 
-.PHONY: all deps demo test asan bench bench-torch clean check-long check-torch fuzz
+.PHONY: all deps demo test asan bench bench-torch clean check-long check-torch fuzz valgrind
 all: $(POSTER) $(TEST_BIN) $(TEST_HELPER_BIN) $(BENCH_BIN)
 
 deps:
@@ -102,9 +102,14 @@ check-torch: deps
 	@$(MAKE) --no-print-directory all
 	@tools/check_torch.sh $(POSTER)
 
-# libFuzzer run of the PyTorch checkpoint reader (clang), FUZZ_SECONDS (default 180).
+# libFuzzer targets of every parser (tests/fuzz/, clang), FUZZ_SECONDS each (default 60);
+# summary in build-fuzz/summary.txt.
 fuzz:
 	@tools/fuzz.sh
 
+# A short training and an evaluation under valgrind memcheck: 0 errors, 0 definite leaks.
+valgrind: deps
+	@tools/valgrind.sh
+
 clean:
-	rm -rf build build-asan poster
+	rm -rf build build-asan build-fuzz build-valgrind poster

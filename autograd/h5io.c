@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
@@ -66,6 +69,38 @@ hid_t h5_open_ours(const char *path, const char *what, char *err, size_t errlen)
 }
 
 int h5_close(hid_t f) { return H5Fclose(f) < 0 ? -1 : 0; }
+
+int h5_close_tmp(hid_t f, const char *path, bool failed) {
+    if (!failed) return H5Fclose(f) < 0 ? -1 : 0;
+    // After a failed write (disk full) HDF5 cannot flush its metadata and keeps
+    // the file open (libhdf5 then crashes closing it at exit). Truncating the
+    // temporary file first frees its space, so this one close can finish.
+    // (Never close twice: a second H5Fclose of a failed file crashes libhdf5.)
+    if (truncate(path, 0) != 0) { /* the close reports what it can */ }
+    H5Fclose(f);
+    return -1;
+}
+
+int h5_check_room(const char *path, uint64_t bytes, char *err, size_t errlen) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+    else snprintf(dir, sizeof dir, ".");
+    struct statvfs vs;
+    if (statvfs(dir, &vs) == 0) {
+        uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+        if (avail < bytes)
+            return ERR("%s: not enough free space in %s: about %.1f MB needed, %.1f MB free "
+                       "(disk full?)", path, dir, bytes / 1e6, avail / 1e6);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)rl.rlim_cur < bytes)
+        return ERR("%s: about %.1f MB to write but files are limited to %.1f MB (ulimit -f)",
+                   path, bytes / 1e6, (double)rl.rlim_cur / 1e6);
+    return 0;
+}
 
 bool h5_exists(hid_t loc, const char *path) {
     // H5Lexists fails on a missing intermediate group, so check each prefix.

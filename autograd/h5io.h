@@ -18,6 +18,14 @@ hid_t h5_create(const char *path, char *err, size_t errlen);        // truncates
 // h5_create never writes) before libhdf5 parses them.
 hid_t h5_open_ours(const char *path, const char *what, char *err, size_t errlen);
 int h5_close(hid_t f);
+// Closes a file being written to a temporary path. When the writes failed
+// (`failed`) or the close does, the file is truncated so HDF5 can let go of it
+// (the caller removes it); returns -1 then.
+int h5_close_tmp(hid_t f, const char *path, bool failed);
+// Before writing about `bytes` to path: enough free space on its file system
+// and under the file size limit, else an error saying how much is missing
+// (a write that fails midway is handled too, but HDF5 recovers badly from it).
+int h5_check_room(const char *path, uint64_t bytes, char *err, size_t errlen);
 bool h5_exists(hid_t loc, const char *path);   // path may contain '/'
 
 // Reads a float32 (or any float/int dataset converted to float) dataset.

@@ -219,7 +219,10 @@ int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, s
         h5_write_attr_str(f, "/", "classes", classes);
         h5_write_attr_str(f, "/", "root", config_str(c, "data.root"));
     }
-    h5_close(f);
+    if (h5_close_tmp(f, tmp, rc != 0) && !rc) {
+        snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
+        rc = -1;
+    }
     if (!rc && rename(tmp, out_path)) {
         snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
         rc = -1;

@@ -209,7 +209,7 @@ int state_save(const char *path, const param_store *s, const char *model_options
         snprintf(err, errlen, "%s: flush failed (disk full?)", tmp);
         rc = -1;
     }
-    if (h5_close(f) && !rc) {
+    if (h5_close_tmp(f, tmp, rc != 0) && !rc) {
         snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
         rc = -1;
     }

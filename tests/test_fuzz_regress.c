@@ -110,6 +110,33 @@ static void test_seeds_are_valid(void **state) {
     image_tj_free(tj);
 }
 
+// One decoder for a good, a bad, a good image (the loader's threads keep theirs
+// for a whole run): a failure must not spoil the next decode (libjpeg-turbo 2.1
+// leaves a handle broken after a bad header; found by test_train_crash).
+static void test_jpeg_decoder_after_error(void **state) {
+    (void)state;
+    const char *bad[] = {"tests/fuzz/corpus/jpeg/truncated", "tests/fuzz/corpus/jpeg/cmyk",
+                         "tests/fuzz/corpus/config/sets"};
+    char err[512];
+    void *tj = image_tj_decoder();
+    for (int i = 0; i < 3; i++) {
+        image_u8 im;
+        assert_int_equal(image_load_jpeg(tj, "tests/fixtures/data_img2.jpg", &im, err, sizeof err), 0);
+        image_free(&im);
+        if (image_load_jpeg(tj, bad[i], &im, err, sizeof err) == 0) image_free(&im);
+        else printf("expected error: %s\n", err);
+        int h, w;
+        assert_int_equal(image_jpeg_size(tj, "tests/fixtures/data_img2.jpg", &h, &w, err, sizeof err), 0);
+        assert_true(h > 0 && w > 0);
+        image_jpeg_size(tj, bad[i], &h, &w, err, sizeof err);
+    }
+    image_u8 im;
+    assert_int_equal(image_load_jpeg(tj, "tests/fixtures/data_img2.jpg", &im, err, sizeof err), 0);
+    assert_true(im.h > 0 && im.w > 0);
+    image_free(&im);
+    image_tj_free(tj);
+}
+
 static int cleanup(void **state) {
     (void)state;
     char cmd[512];
@@ -124,7 +151,7 @@ int main(void) {
         cmocka_unit_test(test_ferplus), cmocka_unit_test(test_npy),
         cmocka_unit_test(test_jpeg), cmocka_unit_test(test_ckpt),
         cmocka_unit_test(test_cache), cmocka_unit_test(test_pth),
-        cmocka_unit_test(test_seeds_are_valid),
+        cmocka_unit_test(test_seeds_are_valid), cmocka_unit_test(test_jpeg_decoder_after_error),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
 }

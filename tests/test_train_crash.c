@@ -378,6 +378,77 @@ static void test_bad_images(void **state) {
     }
 }
 
+// LONG=1: 20 SIGKILLs at random moments of a 6-epoch run, resuming each time.
+static void test_kill9(void **state) {
+    (void)state;
+    if (!getenv("LONG") || strcmp(getenv("LONG"), "1")) {
+        printf("SKIP: 20 x SIGKILL and resume runs with LONG=1 (make check-long)\n");
+        return;
+    }
+    if (!setup_ref()) return;
+    const int epochs = 6;
+    char args[1500];
+    const char *ref = dp("ref6"), *out = dp("kill"), *log = dp("kill.log");
+    shf("rm -rf %s %s", ref, out);
+    snprintf(args, sizeof args, "--config %s --set train.epochs=%d --out %s", dp("tiny.ini"),
+             epochs, ref);
+    pid_t pid = spawn(args, dp("ref6.log"), 0);
+    assert_true(wait_file(dp("ref6/config.ini"), 120));
+    double t0 = now_s();
+    assert_int_equal(wait_exit(pid), 0);
+    const double T = now_s() - t0;
+    printf("uninterrupted %d epochs: %.1f s\n", epochs, T);
+    srand(20261202);
+    int during_write = 0, before_first = 0, survived = 0;
+    for (int k = 0; k < 20; k++) {
+        char last[700], cfg[700];
+        snprintf(last, sizeof last, "%s/last.h5", out);
+        snprintf(cfg, sizeof cfg, "%s/config.ini", out);
+        bool resume = access(last, F_OK) == 0;
+        if (resume) snprintf(args, sizeof args, "--resume %s", last);
+        else snprintf(args, sizeof args, "--config %s --set train.epochs=%d --out %s",
+                      dp("tiny.ini"), epochs, out);
+        remove(cfg);
+        pid = spawn(args, log, 0);
+        if (!wait_file(cfg, 120)) fail_msg("no %s", cfg);
+        // up to half of the uninterrupted run (3 epochs): steps, evaluation, writes
+        double delay = T * (0.02 + 0.48 * rand() / (double)RAND_MAX);
+        usleep((useconds_t)(delay * 1e6));
+        bool tmp = false;
+        kill(pid, SIGKILL);
+        int rc = wait_exit(pid);
+        char p1[700], p2[700];
+        snprintf(p1, sizeof p1, "%s/last.h5.tmp", out);
+        snprintf(p2, sizeof p2, "%s/best.h5.tmp", out);
+        tmp = access(p1, F_OK) == 0 || access(p2, F_OK) == 0;
+        during_write += tmp;
+        before_first += !resume;
+        survived += rc != 128 + SIGKILL;   // it had finished before the kill
+        int64_t ep = -1;
+        if (access(last, F_OK) == 0) {
+            assert_all_ckpts_open(out);
+            char err[512];
+            hid_t f = h5_open_read(last, err, sizeof err);
+            h5_read_int64_scalar(f, "progress/epoch", &ep, err, sizeof err);
+            h5_close(f);
+        }
+        printf("kill %2d at %5.1f s (%s): exit %d, %s, last.h5 at epoch %lld\n", k + 1, delay,
+               resume ? "resumed" : "fresh", rc, tmp ? "during a checkpoint write" : "",
+               (long long)ep);
+    }
+    char last[700];
+    snprintf(last, sizeof last, "%s/last.h5", out);
+    if (access(last, F_OK) == 0) snprintf(args, sizeof args, "--resume %s", last);
+    else snprintf(args, sizeof args, "--config %s --set train.epochs=%d --out %s",
+                  dp("tiny.ini"), epochs, out);
+    assert_int_equal(run_train(args, log), 0);
+    printf("20 kills: %d during a checkpoint write, %d before the first checkpoint, %d after "
+           "the run had ended\n", during_write, before_first, survived);
+    assert_all_ckpts_open(out);
+    assert_same_state(dp("ref6/last.h5"), last);
+    assert_logs(out, epochs);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/poster_crash_%d",
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "build", (int)getpid());
@@ -386,8 +457,10 @@ int main(void) {
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_bad_images),
+        cmocka_unit_test(test_kill9),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    umount(dp("full"));   // the disk-full tmpfs, if a failed check left it mounted
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd)) rc = rc ? rc : 1;

@@ -173,16 +173,25 @@ int ckpt_save(const char *path, const param_store *s, const optimizer *opt,
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     h5_quiet();
+    // The tensors, the optimizer's moments and ~1 MB of metadata and history.
+    uint64_t need = (uint64_t)s->n_float * 4 + (uint64_t)s->n_counters * 8 +
+                    (opt ? (uint64_t)s->n_train * 8 : 0) + ((uint64_t)1 << 20) +
+                    (ci ? (uint64_t)ci->n_hist * CKPT_HIST_COLS * 8 : 0);
+    char e2[512] = "";
+    if (h5_check_room(tmp, need, e2, sizeof e2)) {
+        snprintf(err, errlen, "cannot write checkpoint %s: %s (the previous file is unchanged)",
+                 path, e2);
+        return -1;
+    }
     hid_t f = h5_create(tmp, err, errlen);
     if (f < 0) return -1;
-    char e2[512] = "";
     int rc = write_body(f, s, opt, ci, e2, sizeof e2);
     if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
         snprintf(e2, sizeof e2, "flush failed");
         rc = -1;
     }
-    if (h5_close(f) != 0 && rc == 0) {
-        snprintf(e2, sizeof e2, "close failed");
+    if (h5_close_tmp(f, tmp, rc != 0) != 0 && rc == 0) {
+        snprintf(e2, sizeof e2, "close failed (disk full?)");
         rc = -1;
     }
     if (rc == 0) {   // data on disk before the rename makes it visible
