@@ -13,7 +13,7 @@ make --no-print-directory -s BUILD=$B OPT="-O1 -g" $B/poster
 D=$B/vg
 rm -rf "$D"; mkdir -p "$D"
 export OMP_WAIT_POLICY=passive OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-$B/poster data synth --output "$D/synth" --per-class 2 --seed 3 >/dev/null 2>&1
+$B/poster data synth --output "$D/synth" --per-class 3 --seed 3 >/dev/null 2>&1
 cat > "$D/tiny.ini" <<INI
 [model]
 depth = 1
