@@ -91,6 +91,7 @@ static void cache_fails(const char *path, const char *n1, const char *n2) {
     printf("expected error: %s\n", g_err);
     assert_int_not_equal(rc, 0);
     assert_null(d);
+    assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);   // nothing left open
     assert_non_null(strstr(g_err, path));
     if (n1) assert_non_null(strstr(g_err, n1));
     if (n2) assert_non_null(strstr(g_err, n2));
@@ -250,6 +251,7 @@ static void ckpt_fails(const char *path, const char *n1, const char *n2) {
     int rc = ckpt_load(path, &g_s, g_opt, &ci, g_err, sizeof g_err);
     printf("expected error: %s\n", g_err);
     assert_int_not_equal(rc, 0);
+    assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);   // nothing left open
     assert_non_null(strstr(g_err, path));
     if (n1) assert_non_null(strstr(g_err, n1));
     if (n2) assert_non_null(strstr(g_err, n2));
