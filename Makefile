@@ -35,7 +35,7 @@ BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 POSTER  := $(BUILD)/poster
 
-.PHONY: all deps demo test asan bench bench-torch clean check-long check-torch fuzz
+.PHONY: all deps demo test asan bench bench-torch clean check-long check-torch fuzz valgrind
 all: $(POSTER) $(TEST_BIN) $(TEST_HELPER_BIN) $(BENCH_BIN)
 
 deps:
@@ -63,6 +63,9 @@ $(POSTER): $(BUILD)/train/cli.o $(BUILD)/libposter.a
 $(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libposter.a $(LDLIBS) $(TEST_LIBS)
+
+# The fuzz targets run in make test on their committed corpora (tests/fuzz/).
+$(BUILD)/tests/test_fuzz_regress: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libposter.a
 	@mkdir -p $(dir $@)
@@ -99,9 +102,14 @@ check-torch: deps
 	@$(MAKE) --no-print-directory all
 	@tools/check_torch.sh $(POSTER)
 
-# libFuzzer run of the PyTorch checkpoint reader (clang), FUZZ_SECONDS (default 180).
+# libFuzzer targets of every parser (tests/fuzz/, clang), FUZZ_SECONDS each (default 60);
+# summary in build-fuzz/summary.txt.
 fuzz:
 	@tools/fuzz.sh
 
+# A short training and an evaluation under valgrind memcheck: 0 errors, 0 definite leaks.
+valgrind: deps
+	@tools/valgrind.sh
+
 clean:
-	rm -rf build build-asan poster
+	rm -rf build build-asan build-fuzz build-valgrind poster

@@ -1,9 +1,13 @@
 // HDF5 helpers: datasets of float32 / int64 / uint8 and string attributes.
 #include "h5io.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
@@ -31,14 +35,82 @@ hid_t h5_open_read(const char *path, char *err, size_t errlen) {
     return f;
 }
 
+// Files we write use the 1.8+ file format (superblock 2, object header 2):
+// every piece of metadata carries a checksum that HDF5 verifies when reading,
+// so a damaged file is refused before the library parses its structures
+// (libhdf5 1.10 can crash on damaged unchecksummed metadata). h5py and
+// HDF5 >= 1.8 read these files.
 hid_t h5_create(const char *path, char *err, size_t errlen) {
     h5_quiet();
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) snprintf(err, errlen, "%s: cannot create HDF5 file", path);
     return f;
 }
 
+static bool g_legacy_ok = true;
+void h5_set_legacy_ok(bool ok) { g_legacy_ok = ok; }
+
+hid_t h5_open_ours(const char *path, const char *what, char *err, size_t errlen) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(err, errlen, "%s: cannot open file", path);
+        return -1;
+    }
+    unsigned char head[9] = {0};
+    size_t n = fread(head, 1, sizeof head, fp);
+    fclose(fp);
+    if (n == sizeof head && !memcmp(head, "\x89HDF\r\n\x1a\n", 8) && head[8] < 2) {
+        if (!g_legacy_ok) {
+            snprintf(err, errlen, "%s: HDF5 superblock version %d: not a %s written by this "
+                     "program (ours are version 2 or later, with checksummed metadata)", path,
+                     head[8], what);
+            return -1;
+        }
+        // Written by an earlier version of this program (or by h5py): the user's
+        // work, so it loads; its metadata has no checksums, so damage may go unseen.
+        fprintf(stderr, "note: %s: a %s without checksummed metadata (HDF5 superblock %d, "
+                "written by an earlier version); it loads, and the next save writes the "
+                "checksummed format\n", path, what, head[8]);
+    }
+    return h5_open_read(path, err, errlen);
+}
+
 int h5_close(hid_t f) { return H5Fclose(f) < 0 ? -1 : 0; }
+
+int h5_close_tmp(hid_t f, const char *path, bool failed) {
+    if (!failed) return H5Fclose(f) < 0 ? -1 : 0;
+    // After a failed write (disk full) HDF5 cannot flush its metadata and keeps
+    // the file open (libhdf5 then crashes closing it at exit). Truncating the
+    // temporary file first frees its space, so this one close can finish.
+    // (Never close twice: a second H5Fclose of a failed file crashes libhdf5.)
+    if (truncate(path, 0) != 0) { /* the close reports what it can */ }
+    H5Fclose(f);
+    return -1;
+}
+
+int h5_check_room(const char *path, uint64_t bytes, char *err, size_t errlen) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+    else snprintf(dir, sizeof dir, ".");
+    struct statvfs vs;
+    if (statvfs(dir, &vs) == 0) {
+        uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+        if (avail < bytes)
+            return ERR("%s: not enough free space in %s: about %.1f MB needed, %.1f MB free "
+                       "(disk full?)", path, dir, bytes / 1e6, avail / 1e6);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)rl.rlim_cur < bytes)
+        return ERR("%s: about %.1f MB to write but files are limited to %.1f MB (ulimit -f)",
+                   path, bytes / 1e6, (double)rl.rlim_cur / 1e6);
+    return 0;
+}
 
 bool h5_exists(hid_t loc, const char *path) {
     // H5Lexists fails on a missing intermediate group, so check each prefix.
@@ -58,6 +130,74 @@ bool h5_exists(hid_t loc, const char *path) {
     return true;
 }
 
+// Checks a dataset before a byte of it is used: rank, every extent (fits an
+// int), the element type's class (numbers only; uint8 wants 1-byte integers),
+// and that the stored bytes can hold what the shape claims, so a damaged or
+// hostile file can neither overflow the size computation nor make us allocate
+// far more than the file holds (chunked/compressed data may expand up to 1024x).
+static int check_dataset(hid_t ds, const char *fname, const char *name, hid_t memtype,
+                         int *ndim, int *shape, size_t *count_out, char *err, size_t errlen) {
+    hid_t sp = H5Dget_space(ds), ft = H5Dget_type(ds), pl = H5Dget_create_plist(ds);
+    int rc = 0;
+    if (sp < 0 || ft < 0 || pl < 0) {
+        rc = ERR("%s: dataset '%s' has an unreadable header", fname, name);
+        goto out;
+    }
+    H5S_class_t scls = H5Sget_simple_extent_type(sp);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    if (scls == H5S_NULL || nd < 0 || nd > T_MAXDIM) {
+        rc = ERR("%s: dataset '%s' has %d dimensions (at most %d)", fname, name, nd, T_MAXDIM);
+        goto out;
+    }
+    hsize_t dims[T_MAXDIM + 1];
+    if (nd > 0 && H5Sget_simple_extent_dims(sp, dims, NULL) != nd) {
+        rc = ERR("%s: dataset '%s': cannot read its shape", fname, name);
+        goto out;
+    }
+    H5T_class_t tcls = H5Tget_class(ft);
+    size_t tsize = H5Tget_size(ft);
+    bool want_u8 = H5Tequal(memtype, H5T_NATIVE_UINT8) > 0;
+    bool want_int = want_u8 || H5Tequal(memtype, H5T_NATIVE_INT64) > 0;
+    bool type_ok = tsize >= 1 && tsize <= 8 &&
+                   (tcls == H5T_INTEGER || (!want_int && tcls == H5T_FLOAT)) &&
+                   (!want_u8 || tsize == 1);
+    if (!type_ok) {
+        static const char *cls[] = {"integer", "float", "time", "string", "bitfield", "opaque",
+                                    "compound", "reference", "enum", "variable-length", "array"};
+        rc = ERR("%s: dataset '%s' holds %s elements of %zu bytes, expected %s", fname, name,
+                 tcls >= 0 && tcls < 11 ? cls[tcls] : "unknown", tsize,
+                 want_u8 ? "uint8" : want_int ? "an integer" : "a float or integer");
+        goto out;
+    }
+    // Element count with overflow checks (limit 2^40 elements).
+    uint64_t count = 1;
+    for (int i = 0; i < nd; i++) {
+        if (dims[i] > (hsize_t)INT32_MAX || (dims[i] && count > ((uint64_t)1 << 40) / dims[i])) {
+            rc = ERR("%s: dataset '%s' has an absurd extent %llu in dimension %d", fname, name,
+                     (unsigned long long)dims[i], i);
+            goto out;
+        }
+        count *= dims[i];
+        shape[i] = (int)dims[i];
+    }
+    uint64_t need = count * tsize, have = H5Dget_storage_size(ds);
+    H5D_layout_t lay = H5Pget_layout(pl);
+    bool ok = lay == H5D_CHUNKED ? need <= 1024 * have + (1u << 20) : need <= have;
+    if (count > 0 && !ok) {
+        rc = ERR("%s: dataset '%s' claims %llu elements (%llu bytes) but stores %llu bytes "
+                 "(truncated or corrupt file?)", fname, name, (unsigned long long)count,
+                 (unsigned long long)need, (unsigned long long)have);
+        goto out;
+    }
+    *ndim = nd;
+    *count_out = (size_t)count;
+out:
+    if (pl >= 0) H5Pclose(pl);
+    if (ft >= 0) H5Tclose(ft);
+    if (sp >= 0) H5Sclose(sp);
+    return rc;
+}
+
 static int read_any(hid_t loc, const char *name, hid_t memtype, size_t elsize, void **out,
                     int *ndim, int *shape, char *err, size_t errlen) {
     char fname[256];
@@ -66,31 +206,20 @@ static int read_any(hid_t loc, const char *name, hid_t memtype, size_t elsize, v
     if (!h5_exists(loc, name)) return ERR("%s: dataset '%s' is missing", fname, name);
     hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
     if (ds < 0) return ERR("%s: '%s' is not a dataset", fname, name);
-    hid_t sp = H5Dget_space(ds);
-    int nd = H5Sget_simple_extent_ndims(sp);
-    hsize_t dims[T_MAXDIM + 8];
-    if (nd < 0 || nd > T_MAXDIM) {
-        H5Sclose(sp);
+    size_t count = 0;
+    if (check_dataset(ds, fname, name, memtype, ndim, shape, &count, err, errlen)) {
         H5Dclose(ds);
-        return ERR("%s: dataset '%s' has %d dimensions (at most %d)", fname, name, nd,
-                   T_MAXDIM);
+        return -1;
     }
-    H5Sget_simple_extent_dims(sp, dims, NULL);
-    size_t count = 1;
-    for (int i = 0; i < nd; i++) {
-        shape[i] = (int)dims[i];
-        count *= dims[i];
-    }
-    *ndim = nd;
-    void *buf = malloc((count ? count : 1) * elsize);
+    void *buf = calloc(count ? count : 1, elsize);
     int rc = 0;
     if (!buf) rc = ERR("%s: out of memory reading '%s'", fname, name);
-    else if (H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+    else if (count && H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
         free(buf);
         buf = NULL;
-        rc = ERR("%s: cannot read dataset '%s' (type not convertible?)", fname, name);
+        rc = ERR("%s: cannot read dataset '%s' (corrupt data or type not convertible)", fname,
+                 name);
     }
-    H5Sclose(sp);
     H5Dclose(ds);
     *out = buf;
     return rc;
@@ -121,19 +250,27 @@ int h5_dataset_shape(hid_t loc, const char *name, int *ndim, int *shape, char *e
     if (!h5_exists(loc, name)) return ERR("%s: dataset '%s' is missing", fname, name);
     hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
     if (ds < 0) return ERR("%s: '%s' is not a dataset", fname, name);
-    hid_t sp = H5Dget_space(ds);
-    int nd = H5Sget_simple_extent_ndims(sp);
-    hsize_t dims[32];
-    int rc = 0;
-    if (nd < 0 || nd > T_MAXDIM) rc = ERR("%s: '%s' has %d dimensions", fname, name, nd);
-    else {
-        H5Sget_simple_extent_dims(sp, dims, NULL);
-        for (int i = 0; i < nd; i++) shape[i] = (int)dims[i];
-        *ndim = nd;
-    }
-    H5Sclose(sp);
+    size_t count;
+    int rc = check_dataset(ds, fname, name, H5T_NATIVE_FLOAT, ndim, shape, &count, err, errlen);
     H5Dclose(ds);
     return rc;
+}
+
+int h5_read_int64_scalar(hid_t loc, const char *name, int64_t *v, char *err, size_t errlen) {
+    int64_t *p = NULL;
+    int nd, shape[T_MAXDIM];
+    if (h5_read_int64s(loc, name, &p, &nd, shape, err, errlen)) return -1;
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    if (n != 1) {
+        char fname[256];
+        h5_file_name(loc, fname, sizeof fname);
+        free(p);
+        return ERR("%s: '%s' has %lld values, expected one", fname, name, (long long)n);
+    }
+    *v = p[0];
+    free(p);
+    return 0;
 }
 
 static int write_any(hid_t loc, const char *name, hid_t filetype, hid_t memtype,

@@ -1,6 +1,7 @@
 // Small HDF5 helpers for tensors: fixtures, checkpoints, caches, the forward tool.
 // Every function returns 0 on success and a negative code with a message in
-// err (naming the file and dataset) on failure; none aborts on bad files.
+// err (naming the file and dataset) on failure; none aborts on bad files: every
+// read checks rank, extents, element type and the stored size before allocating.
 #pragma once
 #include <hdf5.h>
 #include <stddef.h>
@@ -12,7 +13,22 @@
 void h5_quiet(void);
 hid_t h5_open_read(const char *path, char *err, size_t errlen);     // < 0 on error
 hid_t h5_create(const char *path, char *err, size_t errlen);        // truncates
+// Opens a file of one of our own formats (`what`: "checkpoint", "dataset cache").
+// Files without checksummed metadata (HDF5 superblock < 2: written by versions
+// before h5_create wrote the 1.8 format) load with a note on stderr, so users keep
+// their checkpoints; after h5_set_legacy_ok(false) they are refused before libhdf5
+// parses them (the fuzz targets: libhdf5 1.10 can crash on damaged ones).
+hid_t h5_open_ours(const char *path, const char *what, char *err, size_t errlen);
+void h5_set_legacy_ok(bool ok);
 int h5_close(hid_t f);
+// Closes a file being written to a temporary path. When the writes failed
+// (`failed`) or the close does, the file is truncated so HDF5 can let go of it
+// (the caller removes it); returns -1 then.
+int h5_close_tmp(hid_t f, const char *path, bool failed);
+// Before writing about `bytes` to path: enough free space on its file system
+// and under the file size limit, else an error saying how much is missing
+// (a write that fails midway is handled too, but HDF5 recovers badly from it).
+int h5_check_room(const char *path, uint64_t bytes, char *err, size_t errlen);
 bool h5_exists(hid_t loc, const char *path);   // path may contain '/'
 
 // Reads a float32 (or any float/int dataset converted to float) dataset.
@@ -23,7 +39,10 @@ int h5_read_int64s(hid_t loc, const char *name, int64_t **out, int *ndim, int *s
                    char *err, size_t errlen);
 int h5_read_uint8s(hid_t loc, const char *name, uint8_t **out, int *ndim, int *shape,
                    char *err, size_t errlen);
-// Shape of a dataset without reading it.
+// Exactly one int64 value (a scalar or a 1-element array), else an error naming it.
+int h5_read_int64_scalar(hid_t loc, const char *name, int64_t *v, char *err, size_t errlen);
+// Shape of a dataset without reading it (numeric types only; same checks as the reads:
+// rank, extents, element type, stored bytes).
 int h5_dataset_shape(hid_t loc, const char *name, int *ndim, int *shape, char *err,
                      size_t errlen);
 // Writes (creating intermediate groups); ndim 0 writes a scalar.

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "autograd/h5io.h"
@@ -218,7 +219,10 @@ int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, s
         h5_write_attr_str(f, "/", "classes", classes);
         h5_write_attr_str(f, "/", "root", config_str(c, "data.root"));
     }
-    h5_close(f);
+    if (h5_close_tmp(f, tmp, rc != 0) && !rc) {
+        snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
+        rc = -1;
+    }
     if (!rc && rename(tmp, out_path)) {
         snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
         rc = -1;
@@ -229,14 +233,38 @@ int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, s
     return rc;
 }
 
+// The per-sample arrays of a split: each must be int64 [n] with the same n as
+// the labels (a damaged cache used to index past the shorter ones).
+static int read_index(hid_t f, const char *path, const char *sp, const char *what, int64_t **v,
+                      int64_t want_n, int64_t *n, char *err, size_t errlen) {
+    char nm[64];
+    int nd, sh[T_MAXDIM];
+    snprintf(nm, sizeof nm, "%s/%s", sp, what);
+    if (h5_read_int64s(f, nm, v, &nd, sh, err, errlen)) return -1;
+    if (nd != 1 || (want_n >= 0 && sh[0] != want_n)) {
+        if (want_n < 0)
+            snprintf(err, errlen, "%s: corrupt cache: '%s' has %d dimensions, expected 1", path,
+                     nm, nd);
+        else
+            snprintf(err, errlen, "%s: corrupt cache: '%s' has %d dimensions and %d values, "
+                     "expected 1 dimension of %lld (the label count)", path, nm, nd,
+                     nd >= 1 ? sh[0] : 0, (long long)want_n);
+        return -1;
+    }
+    *n = sh[0];
+    return 0;
+}
+
 int dataset_open_cache(const config *c, const char *path, const char *split, dataset **out,
                        char *err, size_t errlen) {
     *out = NULL;
     h5_quiet();
-    hid_t f = h5_open_read(path, err, errlen);
+    hid_t f = h5_open_ours(path, "dataset cache", err, errlen);
     if (f < 0) return -1;
     char fmt[64] = "", dfmt[16] = "", order[16] = "", root[512] = "";
-    static char classes[8192];
+    const size_t classes_cap = 1 << 16;
+    char *classes = calloc(classes_cap, 1);
+    AG_ASSERT(classes != NULL, "out of memory");
     int64_t ver = 0;
     int rc = -1;
     dataset *d = NULL;
@@ -255,8 +283,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
     h5_read_attr_str(f, "/", "dataset_format", dfmt, sizeof dfmt);
     h5_read_attr_str(f, "/", "default_channel_order", order, sizeof order);
     h5_read_attr_str(f, "/", "root", root, sizeof root);
-    classes[0] = 0;
-    h5_read_attr_str(f, "/", "classes", classes, sizeof classes);
+    h5_read_attr_str(f, "/", "classes", classes, classes_cap);
     const char *sp = split;
     char probe[64];
     snprintf(probe, sizeof probe, "%s/label", sp);
@@ -268,44 +295,87 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
             goto done;
         }
     }
-    int nd, sh[8], shs[8];
+    int64_t n = 0, n2;
+    if (read_index(f, path, sp, "label", &lab, -1, &n, err, errlen) ||
+        read_index(f, path, sp, "offset", &off, n, &n2, err, errlen) ||
+        read_index(f, path, sp, "height", &hh, n, &n2, err, errlen) ||
+        read_index(f, path, sp, "width", &ww, n, &n2, err, errlen))
+        goto done;
+    int nd, shs[T_MAXDIM];
     char nm[64];
-    snprintf(nm, sizeof nm, "%s/offset", sp);
-    if (h5_read_int64s(f, nm, &off, &nd, sh, err, errlen)) goto done;
-    snprintf(nm, sizeof nm, "%s/height", sp);
-    if (h5_read_int64s(f, nm, &hh, &nd, sh, err, errlen)) goto done;
-    snprintf(nm, sizeof nm, "%s/width", sp);
-    if (h5_read_int64s(f, nm, &ww, &nd, sh, err, errlen)) goto done;
-    snprintf(nm, sizeof nm, "%s/label", sp);
-    if (h5_read_int64s(f, nm, &lab, &nd, sh, err, errlen)) goto done;
     snprintf(nm, sizeof nm, "%s/source", sp);
     if (h5_read_uint8s(f, nm, &src, &nd, shs, err, errlen)) goto done;
+    if (nd != 1) {
+        snprintf(err, errlen, "%s: corrupt cache: '%s' has %d dimensions, expected 1", path, nm,
+                 nd);
+        goto done;
+    }
+    // The pixels: a contiguous uint8 [total] dataset whose bytes lie inside the file.
     snprintf(nm, sizeof nm, "%s/pixels", sp);
-    hid_t ds = H5Dopen2(f, nm, H5P_DEFAULT);
-    haddr_t base = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
-    if (ds >= 0) H5Dclose(ds);
-    if (base == HADDR_UNDEF) {
-        snprintf(err, errlen, "%s: %s is not a contiguous dataset", path, nm);
+    int64_t total = -1;
+    haddr_t base = HADDR_UNDEF;
+    if (h5_exists(f, nm)) {
+        hid_t ds = H5Dopen2(f, nm, H5P_DEFAULT);
+        if (ds >= 0) {
+            hid_t ft = H5Dget_type(ds), dsp = H5Dget_space(ds), pl = H5Dget_create_plist(ds);
+            hsize_t dims[2] = {0, 0};
+            if (ft >= 0 && dsp >= 0 && pl >= 0 && H5Tget_class(ft) == H5T_INTEGER &&
+                H5Tget_size(ft) == 1 && H5Sget_simple_extent_ndims(dsp) == 1 &&
+                H5Sget_simple_extent_dims(dsp, dims, NULL) == 1 &&
+                H5Pget_layout(pl) == H5D_CONTIGUOUS && H5Dget_storage_size(ds) >= dims[0] &&
+                dims[0] < ((hsize_t)1 << 50)) {
+                total = (int64_t)dims[0];
+                base = H5Dget_offset(ds);
+            }
+            if (pl >= 0) H5Pclose(pl);
+            if (dsp >= 0) H5Sclose(dsp);
+            if (ft >= 0) H5Tclose(ft);
+            H5Dclose(ds);
+        }
+    }
+    struct stat st;
+    if (base == HADDR_UNDEF || stat(path, &st) || (int64_t)base < 0 ||
+        (int64_t)base + total > (int64_t)st.st_size) {
+        snprintf(err, errlen, "%s: corrupt cache: %s is missing, not a contiguous uint8 [N] "
+                 "dataset, or lies past the end of the file", path, nm);
+        goto done;
+    }
+    if (n > INT32_MAX / 2) {
+        snprintf(err, errlen, "%s: corrupt cache: %lld samples in %s", path, (long long)n, sp);
         goto done;
     }
     d = dataset_alloc();
-    const int n = sh[0] > 0 ? sh[0] : 0;
     // Classes
     const char *names[1024];
     int K = 0;
-    for (char *s = classes, *e; *s && K < 1024; s = e + 1) {
+    for (char *s = classes, *e; *s; s = e + 1) {
+        if (K == 1024) {
+            snprintf(err, errlen, "%s: corrupt cache: more than 1024 class names", path);
+            goto done;
+        }
         e = strchr(s, '\n');
         names[K++] = s;
         if (!e) break;
         *e = 0;
     }
+    if (K == 0) {
+        snprintf(err, errlen, "%s: corrupt cache: no class names (root attribute 'classes')",
+                 path);
+        goto done;
+    }
     dataset_set_classes(d, K, names);
     char *s = (char *)src;
     const char *end = s + shs[0];
-    for (int i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         char *e = memchr(s, '\n', (size_t)(end - s));
-        if (!e || lab[i] < 0 || lab[i] >= K) {
-            snprintf(err, errlen, "%s: corrupt cache (sample %d of %s)", path, i, sp);
+        // Every image [h, w, 3] must lie inside the pixels dataset.
+        bool size_ok = hh[i] >= 1 && hh[i] <= 65535 && ww[i] >= 1 && ww[i] <= 65535 &&
+                       off[i] >= 0 && off[i] <= total && hh[i] * ww[i] * 3 <= total - off[i];
+        if (!e || lab[i] < 0 || lab[i] >= K || !size_ok) {
+            snprintf(err, errlen, "%s: corrupt cache: sample %lld of %s (%s)", path,
+                     (long long)i, sp, !e ? "source names end early"
+                     : !size_ok ? "offset/height/width outside the pixels"
+                     : "label outside the classes");
             goto done;
         }
         *e = 0;
@@ -316,7 +386,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
     d->cache_off = malloc((size_t)n * sizeof(int64_t) + 8);
     d->cache_h = malloc((size_t)n * sizeof(int) + 4);
     d->cache_w = malloc((size_t)n * sizeof(int) + 4);
-    for (int i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         d->cache_off[i] = (int64_t)base + off[i];
         d->cache_h[i] = (int)hh[i];
         d->cache_w[i] = (int)ww[i];
@@ -341,6 +411,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
     rc = 0;
 done:
     h5_close(f);
+    free(classes);
     free(off);
     free(hh);
     free(ww);

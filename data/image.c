@@ -13,14 +13,40 @@ void image_free(image_u8 *im) {
     im->h = im->w = 0;
 }
 
-void *image_tj_decoder(void) { return tjInitDecompress(); }
+// A decoder: the TurboJPEG handle, replaced after every failure. libjpeg-turbo
+// 2.1 leaves a handle in a broken state when a header fails to parse (the next,
+// good file then "decodes" as 0x0), so one bad image would spoil the next ones.
+typedef struct image_tj {
+    tjhandle h;
+} image_tj;
+
+void *image_tj_decoder(void) {
+    image_tj *t = malloc(sizeof *t);
+    if (!t) return NULL;
+    t->h = tjInitDecompress();
+    if (!t->h) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
 void image_tj_free(void *tj) {
-    if (tj) tjDestroy((tjhandle)tj);
+    image_tj *t = tj;
+    if (!t) return;
+    if (t->h) tjDestroy(t->h);
+    free(t);
+}
+
+static void tj_reset(image_tj *t) {
+    if (t->h) tjDestroy(t->h);
+    t->h = tjInitDecompress();
 }
 
 int image_decode_jpeg(void *tj_, const uint8_t *buf, size_t n, image_u8 *out, char *err,
                       size_t errlen) {
-    tjhandle tj = tj_ ? (tjhandle)tj_ : tjInitDecompress();
+    image_tj *owner = tj_;
+    tjhandle tj = owner ? owner->h : tjInitDecompress();
     int rc = -1, w = 0, h = 0, sub = 0, cs = 0;
     out->px = NULL;
     if (!tj) {
@@ -35,6 +61,7 @@ int image_decode_jpeg(void *tj_, const uint8_t *buf, size_t n, image_u8 *out, ch
         snprintf(err, errlen, "corrupt JPEG header: %s", tjGetErrorStr2(tj));
         goto done;
     }
+    // 2^28 pixels (768 MB decoded) bounds what a tiny hostile header can make us allocate.
     if (w <= 0 || h <= 0 || (int64_t)w * h > (int64_t)1 << 28) {
         snprintf(err, errlen, "unsupported JPEG size %dx%d", w, h);
         goto done;
@@ -57,7 +84,8 @@ int image_decode_jpeg(void *tj_, const uint8_t *buf, size_t n, image_u8 *out, ch
     out->h = h;
     rc = 0;
 done:
-    if (!tj_) tjDestroy(tj);
+    if (!owner) tjDestroy(tj);
+    else if (rc) tj_reset(owner);
     return rc;
 }
 
@@ -107,13 +135,18 @@ int image_jpeg_size(void *tj_, const char *path, int *h, int *w, char *err, size
     uint8_t *buf;
     size_t n;
     if (read_file(path, &buf, &n, err, errlen)) return -1;
-    tjhandle tj = tj_ ? (tjhandle)tj_ : tjInitDecompress();
+    image_tj *owner = tj_;
+    tjhandle tj = owner ? owner->h : tjInitDecompress();
     int sub, cs, rc = 0;
     if (n < 4 || tjDecompressHeader3(tj, buf, (unsigned long)n, w, h, &sub, &cs)) {
         snprintf(err, errlen, "%s: corrupt JPEG header", path);
         rc = -1;
+    } else if (*w <= 0 || *h <= 0 || (int64_t)*w * *h > (int64_t)1 << 28) {
+        snprintf(err, errlen, "%s: unsupported JPEG size %dx%d", path, *w, *h);
+        rc = -1;
     }
-    if (!tj_) tjDestroy(tj);
+    if (!owner) tjDestroy(tj);
+    else if (rc) tj_reset(owner);
     free(buf);
     return rc;
 }

@@ -86,17 +86,18 @@ static void problem(state_report *rep, FILE *log, const char *fmt, const char *n
     if (log) fprintf(log, "state: %s\n", msg);
 }
 
+// Shapes were compared by state_read; the element count is checked again on
+// the data actually read so nothing is copied past what the file held.
 static int load_one(hid_t g, param *p, char *err, size_t errlen) {
     int nd, sh[T_MAXDIM];
-    if (p->kind == PARAM_COUNTER) {
-        int64_t *v;
-        if (h5_read_int64s(g, p->name, &v, &nd, sh, err, errlen)) return -1;
-        *p->counter = v[0];
-        free(v);
-        return 0;
-    }
+    if (p->kind == PARAM_COUNTER) return h5_read_int64_scalar(g, p->name, p->counter, err, errlen);
     float *v;
     if (h5_read_floats(g, p->name, &v, &nd, sh, err, errlen)) return -1;
+    if (shape_numel(nd, sh) != p->numel) {
+        free(v);
+        return snprintf(err, errlen, "tensor %s: %lld values in the file, the model expects %lld",
+                        p->name, (long long)shape_numel(nd, sh), (long long)p->numel), -1;
+    }
     memcpy(p->t.data, v, (size_t)p->numel * sizeof(float));
     free(v);
     return 0;
@@ -208,7 +209,7 @@ int state_save(const char *path, const param_store *s, const char *model_options
         snprintf(err, errlen, "%s: flush failed (disk full?)", tmp);
         rc = -1;
     }
-    if (h5_close(f) && !rc) {
+    if (h5_close_tmp(f, tmp, rc != 0) && !rc) {
         snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
         rc = -1;
     }

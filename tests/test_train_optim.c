@@ -153,13 +153,12 @@ static void test_state_roundtrip(void **st) {
     fwd_bwd(&n, f, 0);
     optim_step(a);
     char err[512];
-    system("mkdir -p build/tmp_train");
-    hid_t g = h5_create("build/tmp_train/optim_state.h5", err, sizeof err);
+    hid_t g = h5_create(tu_path("/optim_state.h5"), err, sizeof err);
     assert_true(g >= 0);
     assert_int_equal(optim_write(a, g, "optimizer", err, sizeof err), 0);
     h5_close(g);
     optimizer *b = optim_create(&n.s, &o);
-    g = h5_open_read("build/tmp_train/optim_state.h5", err, sizeof err);
+    g = h5_open_read(tu_path("/optim_state.h5"), err, sizeof err);
     assert_int_equal(optim_read(b, g, "optimizer", err, sizeof err), 0);
     assert_int_equal(b->step, 1);
     assert_memory_equal(a->buf1, b->buf1, n.s.n_train * sizeof(float));

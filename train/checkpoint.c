@@ -12,6 +12,8 @@
 #include "train/ema.h"
 
 volatile int ckpt_fault_inject = 0;
+#define CKPT_HIST_COLS_STR "9"
+_Static_assert(CKPT_HIST_COLS == 9, "update CKPT_HIST_COLS_STR");
 
 void ckpt_info_init(ckpt_info *ci) {
     memset(ci, 0, sizeof(*ci));
@@ -74,18 +76,27 @@ static int write_f64(hid_t f, const char *name, const double *v, int rows, int c
     return rc;
 }
 
-// Reads a float64 dataset (malloc'ed); returns its element count or -1.
+// Reads a float64 dataset (malloc'ed); returns its element count or -1. The
+// type must be a float and the stored bytes must cover the shape (damaged files).
 static int64_t read_f64(hid_t f, const char *name, double **out) {
+    *out = NULL;
     if (!h5_exists(f, name)) return -1;
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
     if (d < 0) return -1;
-    hid_t sp = H5Dget_space(d);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    *out = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
-    AG_ASSERT(*out != NULL, "out of memory");
-    int64_t rc = n;
-    if (n > 0 && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) rc = -1;
+    hid_t sp = H5Dget_space(d), ft = H5Dget_type(d);
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    bool ok = n >= 0 && n <= ((hssize_t)1 << 32) && ft >= 0 && H5Tget_class(ft) == H5T_FLOAT &&
+              H5Tget_size(ft) <= 8 &&
+              (n == 0 || H5Dget_storage_size(d) >= (hsize_t)n * H5Tget_size(ft));
+    if (ft >= 0) H5Tclose(ft);
+    if (sp >= 0) H5Sclose(sp);
+    int64_t rc = ok ? n : -1;
+    if (ok) {
+        *out = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+        AG_ASSERT(*out != NULL, "out of memory");
+        if (n > 0 && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0)
+            rc = -1;
+    }
     H5Dclose(d);
     if (rc < 0) {
         free(*out);
@@ -99,11 +110,16 @@ static int write_i64(hid_t f, const char *name, int64_t v, char *err, size_t err
 }
 
 static int read_i64(hid_t f, const char *name, int64_t *v, char *err, size_t errlen) {
-    int64_t *p = NULL;
-    int nd, shape[T_MAXDIM];
-    if (h5_read_int64s(f, name, &p, &nd, shape, err, errlen)) return -1;
-    *v = p[0];
-    free(p);
+    return h5_read_int64_scalar(f, name, v, err, errlen);
+}
+
+// A progress value, checked against its range (a damaged file names the dataset).
+static int read_i64_in(hid_t f, const char *name, int64_t *v, int64_t lo, int64_t hi, char *err,
+                       size_t errlen) {
+    if (read_i64(f, name, v, err, errlen)) return -1;
+    if (*v < lo || *v > hi)
+        return snprintf(err, errlen, "'%s' = %lld is out of range [%lld, %lld]", name,
+                        (long long)*v, (long long)lo, (long long)hi), -1;
     return 0;
 }
 
@@ -163,16 +179,25 @@ int ckpt_save(const char *path, const param_store *s, const optimizer *opt,
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     h5_quiet();
+    // The tensors, the optimizer's moments and ~1 MB of metadata and history.
+    uint64_t need = (uint64_t)s->n_float * 4 + (uint64_t)s->n_counters * 8 +
+                    (opt ? (uint64_t)s->n_train * 8 : 0) + ((uint64_t)1 << 20) +
+                    (ci ? (uint64_t)ci->n_hist * CKPT_HIST_COLS * 8 : 0);
+    char e2[512] = "";
+    if (h5_check_room(tmp, need, e2, sizeof e2)) {
+        snprintf(err, errlen, "cannot write checkpoint %s: %s (the previous file is unchanged)",
+                 path, e2);
+        return -1;
+    }
     hid_t f = h5_create(tmp, err, errlen);
     if (f < 0) return -1;
-    char e2[512] = "";
     int rc = write_body(f, s, opt, ci, e2, sizeof e2);
     if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
         snprintf(e2, sizeof e2, "flush failed");
         rc = -1;
     }
-    if (h5_close(f) != 0 && rc == 0) {
-        snprintf(e2, sizeof e2, "close failed");
+    if (h5_close_tmp(f, tmp, rc != 0) != 0 && rc == 0) {
+        snprintf(e2, sizeof e2, "close failed (disk full?)");
         rc = -1;
     }
     if (rc == 0) {   // data on disk before the rename makes it visible
@@ -197,7 +222,7 @@ int ckpt_save(const char *path, const param_store *s, const optimizer *opt,
 
 static hid_t open_checked(const char *path, char *err, size_t errlen) {
     h5_quiet();
-    hid_t f = h5_open_read(path, err, errlen);
+    hid_t f = h5_open_ours(path, "checkpoint", err, errlen);
     if (f < 0) return -1;
     char fmt[64] = "";
     int64_t ver = 0;
@@ -232,21 +257,25 @@ static int read_text(hid_t f, const char *name, char **text, char *err, size_t e
 static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
     ckpt_info_init(ci);
     int64_t v;
-    if (read_i64(f, "progress/epoch", &v, err, errlen)) return -1;
+    if (read_i64_in(f, "progress/epoch", &v, 0, 100000000, err, errlen)) return -1;
     ci->epoch = (int)v;
-    if (read_i64(f, "progress/batches_done", &v, err, errlen)) return -1;
+    if (read_i64_in(f, "progress/batches_done", &v, 0, INT32_MAX, err, errlen)) return -1;
     ci->batches_done = (int)v;
-    if (read_i64(f, "progress/global_step", &ci->global_step, err, errlen)) return -1;
-    if (read_i64(f, "progress/best_epoch", &v, err, errlen)) return -1;
+    if (read_i64_in(f, "progress/global_step", &ci->global_step, 0, INT64_MAX, err, errlen))
+        return -1;
+    if (read_i64_in(f, "progress/best_epoch", &v, 0, ci->epoch, err, errlen)) return -1;
     ci->best_epoch = (int)v;
     double *d = NULL;
-    if (read_f64(f, "progress/best_acc", &d) != 1) goto bad;
+    const char *what = "progress/best_acc";
+    if (read_f64(f, what, &d) != 1) goto bad;
     ci->best_acc = d[0];
     free(d);
-    if (read_f64(f, "progress/last_lr", &d) != 1) goto bad;
+    what = "progress/last_lr";
+    if (read_f64(f, what, &d) != 1) goto bad;
     ci->last_lr = d[0];
     free(d);
-    int64_t n = read_f64(f, "history", &d);
+    what = "history";
+    int64_t n = read_f64(f, what, &d);
     if (n < 0 || n % CKPT_HIST_COLS) goto bad;
     ci->hist = d;
     ci->n_hist = (int)(n / CKPT_HIST_COLS);
@@ -279,12 +308,15 @@ static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
     }
     return 0;
 bad:
-    snprintf(err, errlen, "progress datasets are missing or malformed");
+    free(d);
+    snprintf(err, errlen, "dataset '%s' is missing or malformed (expected float64, %s)", what,
+             strcmp(what, "history") ? "one value" : "[epochs, " CKPT_HIST_COLS_STR "]");
     return -1;
 }
 
 int ckpt_load(const char *path, param_store *s, optimizer *opt, ckpt_info *ci, char *err,
               size_t errlen) {
+    if (ci) ckpt_info_init(ci);   // freeable whatever happens below
     hid_t f = open_checked(path, err, errlen);
     if (f < 0) return -1;
     char e2[1024] = "";
@@ -293,7 +325,10 @@ int ckpt_load(const char *path, param_store *s, optimizer *opt, ckpt_info *ci, c
     if (rc == 0 && opt) rc = optim_read(opt, f, "optimizer", e2, sizeof e2);
     if (rc == 0 && ci) rc = read_info(f, ci, e2, sizeof e2);
     h5_close(f);
-    if (rc) snprintf(err, errlen, "%s: %s", path, e2);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, e2);
+        if (ci) ckpt_info_free(ci);
+    }
     return rc;
 }
 

@@ -300,11 +300,7 @@ int optim_read(optimizer *opt, hid_t f, const char *group, char *err, size_t err
     }
     char path[512];
     snprintf(path, sizeof path, "%s/step", group);
-    int64_t *step = NULL;
-    int nd, shape[T_MAXDIM];
-    if (h5_read_int64s(f, path, &step, &nd, shape, err, errlen)) return -1;
-    opt->step = step[0];
-    free(step);
+    if (h5_read_int64_scalar(f, path, &opt->step, err, errlen)) return -1;
     opt->buf1_init = b1 != 0;
     if (opt->buf1 &&
         read_buffer(f, group, buf1_name(opt->o.kind), opt->s, opt->buf1, err, errlen))

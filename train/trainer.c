@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -457,6 +458,57 @@ static void save_confusion(run *r, const confusion *cm, const metrics *mt, const
     free(names);
 }
 
+// ---- SIGINT / SIGTERM and crash safety ----
+// The handler only sets a flag; the loop checks it at step boundaries, so the
+// step in flight finishes, last.h5 is written (atomically) with the position
+// inside the epoch, and the run ends non-zero saying how to resume. A second
+// signal takes the default action (SA_RESETHAND): last.h5 is never half-written.
+static volatile sig_atomic_t g_stop_signal;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+static int stop_requested(void) {
+    int sig = g_stop_signal;
+    if (dist_active()) {   // every rank stops at the same step
+        double v = sig;
+        dist_allreduce_sum_f64(&v, 1);
+        sig = v > 0 ? (sig ? sig : SIGTERM) : 0;
+    }
+    return sig;
+}
+
+// A resumed run repeats the epoch a crash interrupted: rows of log.csv and
+// log.jsonl past the checkpoint's epochs (and a half-written last line) are
+// dropped first, so each epoch appears once. Rewritten atomically.
+static void logs_truncate(run *r, const char *name, const char *epoch_key) {
+    char path[1100], tmp[1110];
+    snprintf(path, sizeof path, "%s/%s", r->o.out_dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *in = fopen(path, "r");
+    if (!in) return;
+    FILE *out = fopen(tmp, "w");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int dropped = 0;
+    while (out && (n = getline(&line, &cap, in)) > 0) {
+        const char *k = strstr(line, epoch_key);
+        long e = k ? strtol(k + strlen(epoch_key), NULL, 10) : 0;
+        bool header = !strncmp(line, "epoch,", 6);   // log.csv's first line
+        bool keep = line[n - 1] == '\n' && (header || (k && e >= 1 && e <= r->ci.epoch));
+        if (keep) fputs(line, out);
+        else dropped++;
+    }
+    free(line);
+    fclose(in);
+    if (out && fclose(out) == 0 && rename(tmp, path) == 0) {
+        if (dropped)
+            fprintf(r->log, "%s: dropped %d row%s past epoch %d (written before the "
+                    "interruption)\n", path, dropped, dropped == 1 ? "" : "s", r->ci.epoch);
+    } else {
+        remove(tmp);
+    }
+}
+
 static int save_ckpt(run *r, const char *name, char *err, size_t errlen) {
     if (!dist_is_root()) return 0;   // rank 0 alone writes
     char path[1100];
@@ -680,6 +732,11 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
         r->step = r->ci.global_step;
         fprintf(r->log, "resumed from %s: %d epochs done, step %lld, best accuracy %.4f\n",
                 a->resume, r->ci.epoch, (long long)r->step, r->ci.best_acc);
+        if (dist_is_root()) {
+            // csv rows start with the epoch; jsonl rows carry "epoch": N
+            logs_truncate(r, "log.csv", "");
+            logs_truncate(r, "log.jsonl", "\"epoch\": ");
+        }
     } else {
         // fresh run: the backbones first (as the official model's constructor), then train.init
         if (poster_load_pretrained(r->model, r->c, NULL, r->log, err, errlen)) return -1;
@@ -770,6 +827,15 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
             r->o.eval_split, r->o.out_dir);
     const double t_run = now_s();
     int64_t steps_this_run = 0;
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    g_stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int stop_sig = 0;
     for (int epoch = r->ci.epoch; epoch < r->o.epochs && rc == 0; epoch++) {
         const double t0 = now_s();
         loader_start_epoch(r->L, epoch);
@@ -802,6 +868,22 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                 correct += ok;
                 seen += n;
                 seen_local += count;
+            }
+            if (b + 1 < bpe && (stop_sig = stop_requested())) {
+                // Mid-epoch: last.h5 records the position, the resumed run goes on from it.
+                r->ci.epoch = epoch;
+                r->ci.batches_done = b + 1;
+                r->ci.last_lr = lr;
+                char e2[1024] = "";
+                if (save_ckpt(r, "last.h5", e2, sizeof e2))
+                    snprintf(err, errlen, "stopped by %s; %s", strsignal(stop_sig), e2);
+                else
+                    snprintf(err, errlen, "stopped by %s after step %lld (epoch %d, batch %d of "
+                             "%d); saved %s/last.h5; resume with: poster train --resume "
+                             "%s/last.h5", strsignal(stop_sig), (long long)r->step, epoch + 1,
+                             b + 1, bpe, r->o.out_dir, r->o.out_dir);
+                rc = -1;
+                break;
             }
             double t = now_s();
             if (r->o.progress && (t - last_print > (tty ? 0.5 : 30) || b == bpe - 1)) {
@@ -888,13 +970,14 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                     row[HIST_VAL_LOSS], mt.accuracy, mt.macro_f1, mt.score,
                     improved ? " (best)" : "");
         fprintf(r->log, " | lr %.3g, %.1f s\n", lr, row[HIST_SECONDS]);
-        write_logs(r, row);
-        // best.h5 before last.h5: a crash between the two then repeats this epoch
-        // (and writes best.h5 again) instead of losing its best.h5 for good.
+        // last.h5 is the commit point of the epoch: best.h5 (the weights that won this
+        // epoch's selection), pictures and log rows are written first, so a crash before
+        // it repeats the epoch (identically) and rewrites them.
         if (improved && save_best(r, &cm, &mt, err, errlen)) rc = -1;
+        draw_curves(r);
+        write_logs(r, row);
         if (rc == 0 && save_ckpt(r, "last.h5", err, errlen)) rc = -1;
         ema_epoch_done(r);
-        draw_curves(r);
         if (do_eval) metrics_free(&mt);
         confusion_free(&cm);
         if (res) {
@@ -907,7 +990,15 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
             res->last_train_acc = row[HIST_TRAIN_ACC];
             if (do_eval) res->last_val_acc = row[HIST_VAL_ACC];
         }
+        if (rc == 0 && epoch + 1 < r->o.epochs && (stop_sig = stop_requested())) {
+            snprintf(err, errlen, "stopped by %s after epoch %d; saved %s/last.h5; resume with: "
+                     "poster train --resume %s/last.h5", strsignal(stop_sig), epoch + 1,
+                     r->o.out_dir, r->o.out_dir);
+            rc = -1;
+        }
     }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (rc == 0)
         fprintf(r->log, "done in %.1f s (%lld steps); best %s accuracy %.4f at epoch %d; "
                 "outputs in %s\n",

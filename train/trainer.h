@@ -6,7 +6,8 @@
 // at w + e. Per epoch: evaluation, CSV and JSON-lines log rows, last.h5 (and
 // best.h5 on a better validation accuracy), curves and confusion PNGs.
 // Deterministic for a given seed and thread count; a resumed run continues
-// bit-identically.
+// bit-identically. SIGINT/SIGTERM: the step finishes, last.h5 records the
+// position inside the epoch, train_run returns -1 saying how to resume.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>

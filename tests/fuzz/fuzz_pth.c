@@ -1,6 +1,7 @@
 // libFuzzer target for the PyTorch checkpoint reader (zip and legacy containers,
 // the restricted unpickler, tensor materialization). Built and run by tools/fuzz.sh
-// (clang -fsanitize=fuzzer,address,undefined); not a cmocka test.
+// (clang -fsanitize=fuzzer,address,undefined); its corpus also runs in `make test`
+// (tests/test_fuzz_regress.c).
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
