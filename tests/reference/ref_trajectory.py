@@ -149,6 +149,8 @@ def torch_run(o, w0, batches, targets, dtype, threads=2):
         loss.backward()
         opt.second_step()
         losses.append((l0, loss.item()))
+        print("  torch %s step %d: loss %.8f, SAM pass %.8f" % (str(dtype).split(".")[-1],
+              len(losses), l0, loss.item()), flush=True)
     state = {n: t.detach().cpu().numpy().copy() for n, t in model.state_dict().items()}
     return np.array(losses, dtype=np.float64), state
 
