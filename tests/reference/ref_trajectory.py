@@ -58,7 +58,7 @@ LR, RHO, BETAS, EPS = 4e-5, 0.05, (0.9, 0.999), 1e-8
 # hold that for long: Adam's first steps are nearly sign(g), so every gradient element
 # whose value is below float32's rounding of the backward pass moves by +-lr at random,
 # and torch32 leaves torch64 fast on these random-weight networks (the reduced model's
-# loss: 7e-6 after 1 step, 2e-4 after 3, 1.8e-3 after 20). So step k passes within
+# loss: 7e-6 after 1 update, 2e-4 after 2, 1.8e-3 at step 20). So step k passes within
 # max(TOL_LOSS, LOSS_F32 x the largest torch32 difference of steps 1..k).
 TOL_LOSS, LOSS_F32 = 1e-4, 3.0
 # The state after the last step: the norm of (ours - torch64) at most TOL_STATE x the
