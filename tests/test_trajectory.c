@@ -182,7 +182,8 @@ static int read_steps(const char *path, double (*out)[2], int max) {
         long long step;
         int ep, b;
         double lr;
-        if (sscanf(line, "%lld,%d,%d,%lf,%lf,%lf", &step, &ep, &b, &lr, &out[n][0], &out[n][1]) != 6)
+        if (sscanf(line, "%lld,%d,%d,%lf,%lf,%lf", &step, &ep, &b, &lr, &out[n][0],
+                   &out[n][1]) != 6)
             fail_msg("%s: bad row %s", path, line);
         assert_int_equal(step, n + 1);
         n++;
@@ -261,7 +262,8 @@ static void test_trajectory_small(void **st) {
     int nfail = 0;
     for (int i = 0; i < l.n; i++) {
         const param *p = find_param(s, l.v[i]);
-        if (!p || p->kind == PARAM_COUNTER) fail_msg("fixture tensor %s is not in the model", l.v[i]);
+        if (!p || p->kind == PARAM_COUNTER)
+            fail_msg("fixture tensor %s is not in the model", l.v[i]);
         char path[400];
         int64_t ns;
         snprintf(path, sizeof path, "state/%s/index", l.v[i]);
@@ -310,7 +312,8 @@ static void test_trajectory_small(void **st) {
         double ours = sqrt(sum[b][0]), t32 = sqrt(sum[b][1]);
         fprintf(stderr, "%s: ||ours - torch64|| %.3e, ||torch32 - torch64|| %.3e (ratio %.2f)\n",
                 b ? "buffers" : "parameters", ours, t32, ours / t32);
-        if (!(ours <= TOL_STATE * t32)) fail_msg("%s differ %.2f x torch32's", b ? "buffers" : "parameters", ours / t32);
+        if (!(ours <= TOL_STATE * t32))
+            fail_msg("%s differ %.2f x torch32's", b ? "buffers" : "parameters", ours / t32);
     }
     fprintf(stderr, "largest loss difference %.2e; %d tensors compared\n", worst, l.n);
     assert_int_equal(nfail, 0);

@@ -93,7 +93,8 @@ void train_loader_opts(const config *c, loader_opts *lo, int batch_size, bool tr
     memset(lo, 0, sizeof(*lo));
     lo->batch_size = batch_size;
     // data.augment = off feeds the evaluation transform to training as well.
-    lo->train_aug = train && (!config_find_key(c, "data.augment") || config_bool(c, "data.augment"));
+    lo->train_aug =
+        train && (!config_find_key(c, "data.augment") || config_bool(c, "data.augment"));
     lo->drop_last = false;
     lo->workers = config_find_key(c, "data.workers") ? (int)config_int(c, "data.workers") : 0;
     lo->prefetch = 2;

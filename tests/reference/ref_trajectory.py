@@ -300,7 +300,8 @@ def run_c(poster, work, o, batch, steps, data_sets, log):
     for kv in c_sets(o, batch, steps) + data_sets + ["eval.split=test", "eval.batch_size=8"]:
         cmd += ["--set", kv]
     t = sh(cmd, log)
-    return read_steps_csv(os.path.join(run, "steps.csv")), read_c_state(os.path.join(run, "last.h5")), t
+    return (read_steps_csv(os.path.join(run, "steps.csv")),
+            read_c_state(os.path.join(run, "last.h5")), t)
 
 
 def cached_torch_run(work, o, w0, xs, ys, dtype, reuse):
