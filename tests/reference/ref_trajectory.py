@@ -331,7 +331,8 @@ def cmd_check(a):
     os.makedirs(work, exist_ok=True)
     B, S = a.batch, a.steps
     synth = os.path.join(work, "synth")
-    per_class = (B * S * 5 // 4) // 7 + 2   # ~80% of the faces are training faces
+    # ~80% of the faces are training faces; at least 4 per class keeps the test split
+    per_class = max(4, (B * S * 5 // 4) // 7 + 2)
     if not os.path.exists(os.path.join(synth, "EmoLabel", "list_patition_label.txt")):
         sh([a.poster, "data", "synth", "--output", synth, "--per-class", str(per_class),
             "--seed", "1"])
