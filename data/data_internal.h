@@ -116,6 +116,8 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
 
 // Uniform random permutation of 0..n-1.
 void sampler_shuffle(int *order, int n, uint64_t seed, int epoch);
+// File order (data.sampler = sequential): the same every epoch.
+void sampler_sequential(int *order, int n);
 // n draws with replacement, weight of a sample 1/count of its class.
 void sampler_balanced(int *order, int n, const int *labels, int num_classes, uint64_t seed,
                       int epoch);

@@ -11,8 +11,9 @@
 // Registers the data.* keys: data.format (rafdb|ferplus|affectnet|folder|csv),
 // data.root, data.num_classes, data.channel_order (bgr|rgb|auto), data.skip_bad,
 // data.cache (HDF5 file from `poster data prepare`), data.workers,
-// data.sampler (shuffle|balanced|auto), data.image_size (224 or 112: the
-// fast path computing only the pixels the network reads), ...
+// data.sampler (auto|shuffle|balanced|sequential), data.augment (on|off),
+// data.image_size (224 or 112: the fast path computing only the pixels the
+// network reads), ...
 void data_config_register(config *c);
 
 typedef struct dataset dataset;

@@ -28,8 +28,11 @@ static const config_key k_data[] = {
     {"data.cache", CK_STR, "", 0, 0, NULL,
      "HDF5 cache from `poster data prepare` (read instead of data.root when set)"},
     {"data.workers", CK_INT, "2", 0, 256, NULL, "decoding threads (0 = decode in the caller)"},
-    {"data.sampler", CK_ENUM, "auto", 0, 0, "auto|shuffle|balanced",
-     "training order; auto = official (AffectNet balanced with replacement, else shuffle)"},
+    {"data.sampler", CK_ENUM, "auto", 0, 0, "auto|shuffle|balanced|sequential",
+     "training order; auto = official (AffectNet balanced with replacement, else shuffle); "
+     "sequential = file order every epoch (comparisons with another implementation)"},
+    {"data.augment", CK_BOOL, "on", 0, 0, NULL,
+     "official training augmentations; off = training images get the evaluation transform"},
     {"data.image_size", CK_ENUM, "224", 0, 0, "224|112",
      "224, or 112: only the pixels x[:, :, ::2, ::2] the network reads (same values)"},
     {"data.affectnet_layout", CK_ENUM, "auto", 0, 0, "auto|lists|original|npy",

@@ -207,7 +207,7 @@ static void reset_locked(loader *l, int epoch, int batches_done) {
         else if (l->o.shuffle)
             sampler_shuffle(l->order, l->d->n, l->o.seed, epoch);
         else
-            for (int i = 0; i < l->d->n; i++) l->order[i] = i;
+            sampler_sequential(l->order, l->d->n);
         l->order_epoch = epoch;
     }
     l->epoch = epoch;

@@ -19,6 +19,10 @@ uint64_t data_mix_seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
     return splitmix(h ^ d);
 }
 
+void sampler_sequential(int *order, int n) {
+    for (int i = 0; i < n; i++) order[i] = i;
+}
+
 void sampler_shuffle(int *order, int n, uint64_t seed, int epoch) {
     rng r;
     rng_seed(&r, data_mix_seed(seed, 0x5A3, (uint64_t)epoch, 0));

@@ -18,10 +18,23 @@
 #    (|x| < 1.5e-6 rms), a float32 run may land on the other side; the exact float64
 #    effect of such flips on each upstream gradient (poster_ref.kink_allowance) is
 #    added to that gradient's tolerance, and the table says so.
+# 4. the training trajectory (tests/reference/ref_trajectory.py check): the same model
+#    from the same weights, 20 official SAM(Adam) steps (lr 4e-5, rho 0.05, batch 4,
+#    official loss, train mode, drop path 0) on the first 80 faces of a `poster data
+#    synth` tree, by `poster train` (data.augment=off, data.sampler=sequential,
+#    train.max_steps=20) and by PyTorch in float64 and float32 reading the same
+#    preprocessed batches (`poster data dump`); prints both loss curves and every
+#    tensor's difference after the last step (WORK/trajectory/state_table.txt).
+#    CHECK_TORCH_SKIP_TRAJECTORY=1 leaves it out; CHECK_TORCH_TRAJ_STEPS=N runs N steps
+#    instead of 20; CHECK_TORCH_REUSE=1 reuses saved PyTorch runs of the same options
+#    and batches.
 # CHECK_TORCH_SMALL=1 uses the reduced model (depth 1, ir_units 2,1,2; named in W.h5's
 # attr model_options) to test this script itself quickly.
-# Needs /usr/bin/python3 with torch and h5py. Takes about 4 minutes on 2 busy cores (the
-# float64 reference with its kink analysis is most of it) and ~3 GB of memory.
+# Needs /usr/bin/python3 with torch and h5py. Steps 1-3 take about 4 minutes on 2 busy
+# cores (the float64 reference with its kink analysis is most of it) and ~3 GB of memory.
+# The trajectory is the longest part: three runs of 20 SAM steps of the large model at
+# batch 4 (PyTorch float64, float32, ours; ~5 GB for float64), each step two forward
+# and backward passes.
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
@@ -241,3 +254,11 @@ echo "== $POSTER forward (train, gradients)"
     --train-mode --grad
 echo "== compare"
 "$PY" -c "$SCRIPT" compare "$WORK"
+if [ -z "${CHECK_TORCH_SKIP_TRAJECTORY:-}" ]; then
+    steps=${CHECK_TORCH_TRAJ_STEPS:-20}
+    if [ -n "${CHECK_TORCH_SMALL:-}" ] && [ -z "${CHECK_TORCH_TRAJ_STEPS:-}" ]; then steps=5; fi
+    echo "== trajectory: poster train vs the official training loop in torch, $steps steps"
+    "$PY" "$ROOT/tests/reference/ref_trajectory.py" check --poster "$POSTER" \
+        --work "$WORK/trajectory" ${CHECK_TORCH_SMALL:+--small} --steps "$steps" \
+        ${CHECK_TORCH_REUSE:+--reuse}
+fi

@@ -33,6 +33,9 @@ static const config_key k_train[] = {
     {"train.on_nonfinite", CK_ENUM, "stop", 0, 0, "stop|skip",
      "a non-finite loss or gradient stops the run, or skips that step"},
     {"train.max_batches", CK_INT, "0", 0, 100000000, NULL, "batches per epoch (0 = all; for smoke runs)"},
+    {"train.max_steps", CK_INT, "0", 0, 1e15, NULL,
+     "stop after this many optimizer steps in all (0 = no limit), writing last.h5 at that "
+     "point; resume with a larger value (or 0) to go on"},
     {"train.init", CK_STR, "", 0, 0, NULL,
      "comma-separated weight files (poster checkpoints or `poster import` states) loaded "
      "before training, matching names and shapes"},
@@ -70,6 +73,7 @@ int train_opts_from_config(const config *c, train_opts *o, char *err, size_t err
     o->on_nonfinite = strcmp(config_str(c, "train.on_nonfinite"), "skip") ? NONFINITE_STOP
                                                                            : NONFINITE_SKIP;
     o->max_batches = (int)config_int(c, "train.max_batches");
+    o->max_steps = (int64_t)config_int(c, "train.max_steps");
     snprintf(o->init, sizeof o->init, "%s", config_str(c, "train.init"));
     o->progress = config_bool(c, "train.progress");
     snprintf(o->eval_split, sizeof o->eval_split, "%s", config_str(c, "eval.split"));
@@ -97,8 +101,9 @@ static const char *cfg_str_or(const config *c, const char *key, const char *def)
 void train_loader_opts(const config *c, loader_opts *lo, int batch_size, bool train) {
     memset(lo, 0, sizeof(*lo));
     lo->batch_size = batch_size;
-    lo->train_aug = train;
-    lo->shuffle = train;
+    // data.augment = off feeds the evaluation transform to training as well.
+    lo->train_aug =
+        train && (!config_find_key(c, "data.augment") || config_bool(c, "data.augment"));
     lo->drop_last = false;
     lo->workers = config_find_key(c, "data.workers") ? (int)config_int(c, "data.workers") : 0;
     lo->prefetch = 2;
@@ -107,6 +112,7 @@ void train_loader_opts(const config *c, loader_opts *lo, int batch_size, bool tr
     lo->seed = config_find_key(c, "train.seed") ? (uint64_t)config_int(c, "train.seed") : 123;
     const char *sampler = cfg_str_or(c, "data.sampler", "shuffle");
     const char *format = cfg_str_or(c, "data.format", "");
+    lo->shuffle = train && strcmp(sampler, "sequential");   // sequential: file order
     // AffectNet's official sampler is class-balanced with replacement.
     lo->balanced = train && (!strcmp(sampler, "balanced") ||
                              (!strcmp(sampler, "auto") && !strcmp(format, "affectnet")));
@@ -289,6 +295,8 @@ typedef struct run {
     confusion ema_cm;
     metrics ema_mt;
     bool ema_evaluated;
+    double loss_at_w;         // this step's first-pass loss sum (SAM: before the perturbation)
+    FILE *steps_f;            // steps.csv (rank 0)
 } run;
 
 // One forward/backward over samples [first, first + count) of the batch of n
@@ -356,6 +364,7 @@ static int train_step(run *r, int first, int count, int n, int epoch, int batch,
     const char *bad = NULL;
     store_zero_grad(r->s);
     int nf = pass(r, first, count, n, loss, correct, why, sizeof why);
+    r->loss_at_w = *loss;
     nf = reduce_pass(r, nf, why, sizeof why);
     if (!nf && (bad = train_first_nonfinite_grad(r->s)))
         snprintf(why, sizeof why, "gradient of '%s' is not finite", bad), nf = 1;
@@ -424,6 +433,29 @@ static void write_logs(run *r, const double *row) {
                 v[0], v[1], v[2], v[3], row[HIST_SECONDS], (long long)r->step);
         fclose(f);
     }
+}
+
+// One row of steps.csv per optimizer step: the mean loss over the batch at w (the
+// first pass) and, with SAM, at w + e (the second pass, which the epoch means
+// report), and the second pass's accuracy. Rows after the last checkpoint's step
+// repeat when a run is resumed.
+static void log_step(run *r, int epoch, int batch, double lr, double loss2, int64_t correct,
+                     int n) {
+    double red[3] = {r->loss_at_w, loss2, (double)correct};
+    if (dist_active()) dist_allreduce_sum_f64(red, 3);   // every rank takes part
+    if (!dist_is_root()) return;
+    if (!r->steps_f) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/steps.csv", r->o.out_dir);
+        bool header = access(path, F_OK) != 0;
+        if (!(r->steps_f = fopen(path, "a"))) return;
+        if (header) fprintf(r->steps_f, "step,epoch,batch,lr,loss,loss_sam,acc\n");
+    }
+    fprintf(r->steps_f, "%lld,%d,%d,%.9g,%.9g,", (long long)r->step, epoch + 1, batch + 1, lr,
+            red[0] / n);
+    if (r->oo.sam) fprintf(r->steps_f, "%.9g", red[1] / n);
+    fprintf(r->steps_f, ",%.6f\n", red[2] / n);
+    fflush(r->steps_f);
 }
 
 static void draw_curves(run *r) {
@@ -789,6 +821,7 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
 static void teardown(run *r) {
     free(r->img);
     free(r->lab);
+    if (r->steps_f) fclose(r->steps_f);
     if (r->L) loader_free(r->L);
     if (r->train_ds) dataset_close(r->train_ds);
     if (r->val_ds) dataset_close(r->val_ds);
@@ -836,7 +869,13 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     int stop_sig = 0;
-    for (int epoch = r->ci.epoch; epoch < r->o.epochs && rc == 0; epoch++) {
+    bool at_max = false;   // train.max_steps reached
+    for (int epoch = r->ci.epoch; epoch < r->o.epochs && rc == 0 && !at_max; epoch++) {
+        if (r->o.max_steps && r->step >= r->o.max_steps) {
+            fprintf(r->log, "step %lld: train.max_steps = %lld reached, nothing to do\n",
+                    (long long)r->step, (long long)r->o.max_steps);
+            break;
+        }
         const double t0 = now_s();
         loader_start_epoch(r->L, epoch);
         int start_batch = epoch == r->ci.epoch ? r->ci.batches_done : 0;
@@ -844,6 +883,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
         double loss_sum = 0, lr = r->oo.lr;
         int64_t correct = 0, seen = 0, seen_local = 0;
         double last_print = 0;
+        int stop_batch = bpe;   // < bpe: train.max_steps stopped the epoch there
         for (int b = start_batch; b < bpe; b++) {
             int n = loader_next(r->L, r->img, r->lab, err, errlen);
             if (n < 0) {
@@ -868,6 +908,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                 correct += ok;
                 seen += n;
                 seen_local += count;
+                log_step(r, epoch, b, lr, l, ok, n);
             }
             if (b + 1 < bpe && (stop_sig = stop_requested())) {
                 // Mid-epoch: last.h5 records the position, the resumed run goes on from it.
@@ -885,6 +926,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                 rc = -1;
                 break;
             }
+            at_max = r->o.max_steps && r->step >= r->o.max_steps;
             double t = now_s();
             if (r->o.progress && (t - last_print > (tty ? 0.5 : 30) || b == bpe - 1)) {
                 last_print = t;
@@ -901,9 +943,26 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                         tty ? "\033[K" : "\n");
                 fflush(stderr);
             }
+            if (at_max) {
+                stop_batch = b + 1;
+                break;
+            }
         }
         if (r->o.progress && tty) fputc('\n', stderr);
         if (rc) break;
+        if (stop_batch < bpe) {
+            // train.max_steps within the epoch: a checkpoint at this position, as
+            // at an epoch end, from which --resume continues with the next batch.
+            r->ci.epoch = epoch;
+            r->ci.batches_done = loader_position(r->L);
+            r->ci.last_lr = lr;
+            if (save_ckpt(r, "last.h5", err, errlen)) rc = -1;
+            else
+                fprintf(r->log, "train.max_steps = %lld reached in epoch %d after batch %d of %d; "
+                        "wrote %s/last.h5\n", (long long)r->o.max_steps, epoch + 1, stop_batch,
+                        bpe, r->o.out_dir);
+            break;
+        }
         // The epoch's training loss and accuracy over all ranks' samples.
         double red[2] = {loss_sum, (double)correct};
         dist_allreduce_sum_f64(red, 2);

@@ -30,6 +30,7 @@ typedef struct train_opts {
     char out_dir[512];
     int on_nonfinite;       // NONFINITE_*
     int max_batches;        // per epoch, 0 = all (smoke tests)
+    int64_t max_steps;      // optimizer steps in all (resumed ones count), 0 = no limit
     char init[1024];        // comma-separated weight files loaded before training
     int progress;           // 1: progress line on stderr, 0: quiet
     // eval.*
