@@ -427,6 +427,13 @@ static void prelu_backward(tape_entry *e) {
     }
 }
 
+static void prelu_recompute(tape_entry *e, float *out) {
+    int B, C;
+    int64_t S;
+    prelu_dims(e->in[0], &B, &C, &S);
+    prelu_forward(e->in[0]->data, e->in[1]->data, out, B, C, S);
+}
+
 tensor *op_prelu(tensor *x, tensor *w) {
     AG_ASSERT(x->ndim >= 2, "prelu: input needs a channel axis, got ndim %d", x->ndim);
     int B, C;
@@ -437,7 +444,9 @@ tensor *op_prelu(tensor *x, tensor *w) {
     tensor *y = tensor_like(x);
     prelu_forward(x->data, w->data, y->data, B, C, S);
     tensor *in[2] = {x, w};
-    if (ag_needs_grad(2, in)) ag_record_need("prelu", prelu_backward, y, 2, in, NULL, AG_NEED_INPUTS);
+    if (ag_needs_grad(2, in))
+        ag_record_need("prelu", prelu_backward, y, 2, in, NULL, AG_NEED_INPUTS)->recompute =
+            prelu_recompute;
     return y;
 }
 

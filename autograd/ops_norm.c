@@ -321,6 +321,17 @@ static void batchnorm_backward(tape_entry *e) {
     }
 }
 
+// The output again, exactly as the forward wrote it (same statistics, same kernel).
+static void batchnorm_recompute(tape_entry *e, float *out) {
+    const batchnorm_saved *s = e->saved;
+    tensor *x = e->in[0], *w = e->in[1], *bias = e->in[2];
+    int B, C;
+    int64_t S;
+    bn_dims(x, &B, &C, &S);
+    bn_apply(x->data, s->mean, s->rstd, w ? w->data : NULL, bias ? bias->data : NULL, out, B,
+             C, S);
+}
+
 tensor *op_batchnorm(tensor *x, const bn_args *a) {
     int B, C;
     int64_t S;
@@ -367,7 +378,9 @@ tensor *op_batchnorm(tensor *x, const bn_args *a) {
     bn_apply(x->data, s->mean, s->rstd, a->weight ? a->weight->data : NULL,
              a->bias ? a->bias->data : NULL, y->data, B, C, S);
     tensor *in[3] = {x, a->weight, a->bias};
-    if (ag_needs_grad(3, in)) ag_record_need("batchnorm", batchnorm_backward, y, 3, in, s, AG_NEED_IN(0) | AG_NEED_IN(1));
+    if (ag_needs_grad(3, in))
+        ag_record_need("batchnorm", batchnorm_backward, y, 3, in, s,
+                       AG_NEED_IN(0) | AG_NEED_IN(1))->recompute = batchnorm_recompute;
     return y;
 }
 

@@ -425,11 +425,53 @@ static void release_data(tensor *r) {
     r->data = NULL;
 }
 
+static tape_entry *producer_of(const tensor *r) {
+    return r->producer > 0 && r->producer <= g_tape.n ? &g_tape.entries[r->producer - 1] : NULL;
+}
+
+// The producer can regenerate r when each of its inputs is alive and pinned by
+// it (so alive until its backward, after every reader of r) or not pool memory.
+static bool can_recompute(const tensor *r) {
+    const tape_entry *p = producer_of(r);
+    if (!p || !p->recompute || (p->need & AG_NEED_OUT) || r->recompute_deps > 0) return false;
+    for (int k = 0; k < p->n_in; k++) {
+        const tensor *in = p->in[k] ? tensor_root(p->in[k]) : NULL;
+        if (!in || !in->pooled) continue;
+        if (!(p->need & AG_NEED_IN(k)) || !in->data) return false;
+    }
+    return true;
+}
+
+static void recompute_deps_add(tape_entry *p, int d) {
+    for (int k = 0; k < p->n_in; k++)
+        if (p->in[k] && tensor_root(p->in[k])->pooled) tensor_root(p->in[k])->recompute_deps += d;
+}
+
 void tensor_drop(tensor *t) {
     tensor *r = tensor_root(t);
     if (!r->pooled || r->dropped) return;
     r->dropped = true;
-    if (r->pins == 0) release_data(r);
+    if (r->pins == 0) {
+        release_data(r);
+    } else if (can_recompute(r)) {
+        release_data(r);
+        r->recompute = true;
+        recompute_deps_add(producer_of(r), 1);
+    }
+}
+
+// Before a backward reads t: regenerate it if it was freed for recomputation.
+static void ensure_data(tensor *t) {
+    tensor *r = tensor_root(t);
+    if (r->recompute) {
+        tape_entry *p = producer_of(r);
+        AG_ASSERT(p != NULL, "recomputed tensor without a producer");
+        r->data = pool_alloc((size_t)r->numel * sizeof(float));
+        p->recompute(p, r->data);
+        r->recompute = false;
+        recompute_deps_add(p, -1);
+    }
+    t->data = r->data;   // views hold a copy of the pointer
 }
 
 static void pin(tensor *t) {
@@ -535,7 +577,10 @@ tape_entry *ag_record_need(const char *op, backward_fn fn, tensor *out, int n,
     }
     if (e->need & AG_NEED_OUT) pin(out);
     e->saved = saved;
+    e->recompute = NULL;
     out->requires_grad = true;
+    tensor *ro = tensor_root(out);
+    if (!ro->producer) ro->producer = g_tape.n;
     return e;
 }
 
@@ -555,6 +600,9 @@ void ag_backward_seed(tensor *out, const float *seed) {
         tensor *root = tensor_root(e->out);
         if (root->grad) {   // else nothing flowed into this output
             e->out->grad = root->grad;
+            for (int k = 0; k < e->n_in; k++)
+                if (e->need & AG_NEED_IN(k)) ensure_data(e->in[k]);
+            if (e->need & AG_NEED_OUT) ensure_data(e->out);
             e->backward(e);
         }
         // Every reader of this entry's output ran before it: what the caller

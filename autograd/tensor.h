@@ -21,6 +21,9 @@
 // output's gradient is freed too if the output was dropped: every op that
 // could add to it was recorded later and has already run. Tensors never
 // dropped (inputs the caller made, logits, the loss) live until the reset.
+// A dropped tensor that is still pinned is freed anyway when its producer can
+// recompute it exactly from inputs that stay alive for the producer's own
+// backward (batch norm, PReLU): the backward that needs it regenerates it.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -48,7 +51,10 @@ typedef struct tensor {
     bool requires_grad;
     bool pooled;            // data (and grad) are pool buffers this tensor owns
     bool dropped;           // the caller no longer reads it (root only)
+    bool recompute;         // data freed early; its producer regenerates it for backward
     int pins;               // pending tape entries whose backward reads the data
+    int recompute_deps;     // freed tensors whose regeneration reads this one
+    int producer;           // 1 + index of the tape entry that made it, 0: none
     struct param *param;    // non-NULL for tensors owned by a param_store
 } tensor;
 
@@ -117,6 +123,9 @@ void ag_no_grad_end(bool prev);
 // ---- the tape ----
 typedef struct tape_entry tape_entry;
 typedef void (*backward_fn)(tape_entry *e);
+// Writes e's output again from its inputs and saved state, bit for bit as the
+// forward did (cheap elementwise ops: batch norm, PReLU).
+typedef void (*recompute_fn)(tape_entry *e, float *out);
 #define TAPE_MAX_IN 4
 struct tape_entry {
     const char *op;          // op name, for error messages
@@ -126,6 +135,7 @@ struct tape_entry {
     int n_in;
     unsigned need;           // AG_NEED_* bits: whose data the backward reads (pinned)
     void *saved;             // op-specific struct in the arena
+    recompute_fn recompute;  // or NULL; set by the op after recording
 };
 // Bits of tape_entry.need: input i, the output.
 #define AG_NEED_IN(i) (1u << (i))

@@ -114,7 +114,7 @@ static void test_peak_below_allocated(void **state) {
     // After backward only the caller's tensors are left: input, logits, loss.
     assert_true(a.live_after < (size_t)B * 3 * 224 * 224 * 4 + 64 * 1024);
     // No-grad keeps nothing for backward: a few feature maps at a time.
-    assert_true(ev < a.peak / 4);
+    assert_true(ev < a.peak / 2);
     free(a.grad);
     poster_free(m);
     ag_shutdown();

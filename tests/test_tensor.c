@@ -216,6 +216,64 @@ static void test_backward_frees_dead_buffers(void **state) {
     ag_step_reset();
 }
 
+// Batch norm and PReLU outputs that are dropped while a backward still needs
+// them are freed and regenerated for that backward: same gradients bit for bit.
+static void recompute_case(bool drop, float *gx, float *gc, float *gw, bool *freed) {
+    rng r;
+    rng_seed(&r, 5);
+    tensor *x = tu_leaf(&r, T_SHAPE(4, 3, 5), -2, 2);
+    tensor *c = tu_leaf(&r, T_SHAPE(4, 3, 5), -1, 1);
+    tensor *w = tu_leaf(&r, T_SHAPE(3), 0.1f, 0.4f);
+    bn_args a = {.training = true, .momentum = 0.1f, .eps = 1e-5f};
+    tensor *y = op_batchnorm(x, &a);
+    tensor *p = op_prelu(y, w);             // pins y (its input)
+    tensor *q = op_mul(p, c);               // pins p and c
+    if (drop) {
+        tensor_drop(y);
+        tensor_drop(p);   // not freed: its producer's input y is itself regenerated
+        freed[0] = y->data == NULL && y->recompute;
+        freed[1] = p->data == NULL;
+    }
+    float seed[60];
+    for (int i = 0; i < 60; i++) seed[i] = (float)(i % 7) - 3.0f;
+    ag_backward_seed(q, seed);
+    memcpy(gx, x->grad, 60 * sizeof(float));
+    memcpy(gc, c->grad, 60 * sizeof(float));
+    memcpy(gw, w->grad, 3 * sizeof(float));
+    ag_step_reset();
+}
+
+static void test_recompute_exact(void **state) {
+    (void)state;
+    pool_set_poison(true);
+    float gx[2][60], gc[2][60], gw[2][3];
+    bool freed[2] = {false, false};
+    recompute_case(false, gx[0], gc[0], gw[0], freed);
+    recompute_case(true, gx[1], gc[1], gw[1], freed);
+    assert_true(freed[0]);
+    assert_false(freed[1]);
+    assert_memory_equal(gx[0], gx[1], sizeof gx[0]);
+    assert_memory_equal(gc[0], gc[1], sizeof gc[0]);
+    assert_memory_equal(gw[0], gw[1], sizeof gw[0]);
+    // PReLU alone: its output is regenerated from its input.
+    rng r;
+    rng_seed(&r, 9);
+    tensor *x = tu_leaf(&r, T_SHAPE(2, 3, 4), -1, 1), *w = tu_leaf(&r, T_SHAPE(3), 0.1f, 0.3f);
+    tensor *c = tu_leaf(&r, T_SHAPE(2, 3, 4), -1, 1);
+    tensor *p = op_prelu(x, w);
+    tensor *q = op_mul(p, c);
+    float want[24];
+    for (int i = 0; i < 24; i++) want[i] = p->data[i];
+    tensor_drop(p);
+    assert_null(p->data);
+    float ones[24];
+    for (int i = 0; i < 24; i++) ones[i] = 1.0f;
+    ag_backward_seed(q, ones);
+    for (int i = 0; i < 24; i++) assert_true(c->grad[i] == want[i]);   // d(p c)/dc = p
+    ag_step_reset();
+    pool_set_poison(false);
+}
+
 static void test_store_layout(void **state) {
     (void)state;
     param_store s;
@@ -309,6 +367,7 @@ int main(void) {
         cmocka_unit_test(test_pool_poison),
         cmocka_unit_test(test_drop_pin_scope),
         cmocka_unit_test(test_backward_frees_dead_buffers),
+        cmocka_unit_test(test_recompute_exact),
         cmocka_unit_test(test_tape_and_views),
         cmocka_unit_test(test_store_layout),
         cmocka_unit_test(test_rng),
