@@ -151,7 +151,12 @@ static void test_warm_steps_reuse_memory(void **state) {
     assert_true(p1.grows == p0.grows);
     assert_int_equal(arena_block_count(), blocks);
     // A re-faulted pool would be tens of thousands.
+#if defined(__SANITIZE_ADDRESS__)
+    // ASan re-maps its shadow memory when large ranges are unpoisoned.
+    printf("SKIP: page-fault count under AddressSanitizer (%ld faults)\n", faults);
+#else
     assert_true((size_t)faults < p1.capacity / 4096 / 20);
+#endif
     poster_free(m);
     ag_shutdown();
 }

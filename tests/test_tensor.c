@@ -56,7 +56,12 @@ static void test_steps_reuse_memory(void **state) {
         }
     }
     // 200 MB are 51,200 pages: a handful of faults is noise, not a re-map.
+#if defined(__SANITIZE_ADDRESS__)
+    // ASan re-maps its shadow memory when large ranges are unpoisoned.
+    printf("SKIP: page-fault count under AddressSanitizer (%ld faults)\n", faults);
+#else
     assert_true(faults < 200);
+#endif
     pool_stats ps = pool_get_stats();
     assert_true(ps.in_use == 0);
     assert_true(ps.capacity >= (size_t)400 << 20);
