@@ -1,7 +1,8 @@
 // Every differentiable op POSTER needs. Each op allocates its output in the
-// arena, and when ag_needs_grad() records a tape entry whose backward
-// accumulates (+=) into the inputs that require grad. Math lives in named
-// <op>_forward / <op>_backward pairs next to the op.
+// buffer pool, and when ag_needs_grad() records a tape entry whose backward
+// accumulates (+=) into the inputs that require grad; the entry names the
+// tensors its backward reads (ag_record_need), so the rest can be freed early.
+// Math lives in named <op>_forward / <op>_backward pairs next to the op.
 //
 // Files: ops_basic.c (elementwise, broadcasting, activations, shape ops),
 //        ops_norm.c (softmax, layer norm, batch norm, losses, drop path),

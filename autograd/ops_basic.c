@@ -257,7 +257,11 @@ static tensor *binary_op(tensor *a, tensor *b, int kind, const char *name) {
         binary_saved *s = arena_alloc(sizeof *s);
         s->plan = p;
         s->kind = kind;
-        ag_record(name, binary_backward, y, 2, in, s);
+        // Only mul reads operands: a's gradient needs b, b's needs a.
+        unsigned need = kind != BIN_MUL ? 0
+                        : (b->requires_grad ? AG_NEED_IN(0) : 0) |
+                              (a->requires_grad ? AG_NEED_IN(1) : 0);
+        ag_record_need(name, binary_backward, y, 2, in, s, need);
     }
     return y;
 }
@@ -287,7 +291,7 @@ tensor *op_scale(tensor *a, float s) {
     if (ag_needs_grad(1, &a)) {
         float *sv = arena_alloc(sizeof(float));
         *sv = s;
-        ag_record("scale", scale_backward, y, 1, &a, sv);
+        ag_record_need("scale", scale_backward, y, 1, &a, sv, 0);
     }
     return y;
 }
@@ -297,19 +301,21 @@ static void relu_forward(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
 }
 
+// y > 0 exactly where x > 0 (NaN included: both are false), so the output is
+// what backward keeps; the input can be freed.
 static void relu_backward(tape_entry *e) {
     tensor *x = e->in[0];
     float *gx = tensor_grad(x);
-    const float *g = e->out->grad, *xd = x->data;
+    const float *g = e->out->grad, *yd = e->out->data;
     int64_t n = x->numel;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (int64_t i = 0; i < n; i++) gx[i] += xd[i] > 0 ? g[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) gx[i] += yd[i] > 0 ? g[i] : 0.0f;
 }
 
 tensor *op_relu(tensor *x) {
     tensor *y = tensor_like(x);
     relu_forward(x->data, y->data, x->numel);
-    if (ag_needs_grad(1, &x)) ag_record("relu", relu_backward, y, 1, &x, NULL);
+    if (ag_needs_grad(1, &x)) ag_record_need("relu", relu_backward, y, 1, &x, NULL, AG_NEED_OUT);
     return y;
 }
 
@@ -330,7 +336,7 @@ static void sigmoid_backward(tape_entry *e) {
 tensor *op_sigmoid(tensor *x) {
     tensor *y = tensor_like(x);
     sigmoid_forward(x->data, y->data, x->numel);
-    if (ag_needs_grad(1, &x)) ag_record("sigmoid", sigmoid_backward, y, 1, &x, NULL);
+    if (ag_needs_grad(1, &x)) ag_record_need("sigmoid", sigmoid_backward, y, 1, &x, NULL, AG_NEED_OUT);
     return y;
 }
 
@@ -366,7 +372,7 @@ static void gelu_backward(tape_entry *e) {
 tensor *op_gelu(tensor *x) {
     tensor *y = tensor_like(x);
     gelu_forward(x->data, y->data, x->numel);
-    if (ag_needs_grad(1, &x)) ag_record("gelu", gelu_backward, y, 1, &x, NULL);
+    if (ag_needs_grad(1, &x)) ag_record_need("gelu", gelu_backward, y, 1, &x, NULL, AG_NEED_IN(0));
     return y;
 }
 
@@ -427,6 +433,13 @@ static void prelu_backward(tape_entry *e) {
     }
 }
 
+static void prelu_recompute(tape_entry *e, float *out) {
+    int B, C;
+    int64_t S;
+    prelu_dims(e->in[0], &B, &C, &S);
+    prelu_forward(e->in[0]->data, e->in[1]->data, out, B, C, S);
+}
+
 tensor *op_prelu(tensor *x, tensor *w) {
     AG_ASSERT(x->ndim >= 2, "prelu: input needs a channel axis, got ndim %d", x->ndim);
     int B, C;
@@ -437,7 +450,9 @@ tensor *op_prelu(tensor *x, tensor *w) {
     tensor *y = tensor_like(x);
     prelu_forward(x->data, w->data, y->data, B, C, S);
     tensor *in[2] = {x, w};
-    if (ag_needs_grad(2, in)) ag_record("prelu", prelu_backward, y, 2, in, NULL);
+    if (ag_needs_grad(2, in))
+        ag_record_need("prelu", prelu_backward, y, 2, in, NULL, AG_NEED_INPUTS)->recompute =
+            prelu_recompute;
     return y;
 }
 
@@ -541,7 +556,7 @@ tensor *op_permute(tensor *x, const int *perm) {
     contiguous_strides(nd, x->shape, xst);
     for (int i = 0; i < nd; i++) sst[i] = xst[perm[i]];
     gather_strided(nd, oshape, sst, x->data, y->data, false);
-    if (ag_needs_grad(1, &x)) ag_record("permute", permute_backward, y, 1, &x, s);
+    if (ag_needs_grad(1, &x)) ag_record_need("permute", permute_backward, y, 1, &x, s, 0);
     return y;
 }
 
@@ -625,7 +640,7 @@ tensor *op_concat(tensor *const *xs, int n, int axis) {
         s->axis = axis;
         s->xs = arena_alloc((size_t)n * sizeof(tensor *));
         memcpy(s->xs, xs, (size_t)n * sizeof(tensor *));
-        ag_record("concat", concat_backward, y, n < TAPE_MAX_IN ? n : TAPE_MAX_IN, xs, s);
+        ag_record_need("concat", concat_backward, y, n < TAPE_MAX_IN ? n : TAPE_MAX_IN, xs, s, 0);
     }
     return y;
 }
@@ -671,7 +686,7 @@ tensor *op_slice(tensor *x, int axis, int start, int end) {
         slice_saved *s = arena_alloc(sizeof *s);
         s->axis = axis;
         s->start = start;
-        ag_record("slice", slice_backward, y, 1, &x, s);
+        ag_record_need("slice", slice_backward, y, 1, &x, s, 0);
     }
     return y;
 }
@@ -730,7 +745,7 @@ tensor *op_mean(tensor *x, int axis, bool keepdim) {
     if (ag_needs_grad(1, &x)) {
         mean_saved *s = arena_alloc(sizeof *s);
         s->axis = axis;
-        ag_record("mean", mean_backward, y, 1, &x, s);
+        ag_record_need("mean", mean_backward, y, 1, &x, s, 0);
     }
     return y;
 }
@@ -772,7 +787,7 @@ tensor *op_subsample(tensor *x, int stride) {
     if (ag_needs_grad(1, &x)) {
         int *s = arena_alloc(sizeof(int));
         *s = stride;
-        ag_record("subsample", subsample_backward, y, 1, &x, s);
+        ag_record_need("subsample", subsample_backward, y, 1, &x, s, 0);
     }
     return y;
 }

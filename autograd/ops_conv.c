@@ -627,7 +627,7 @@ static tensor *conv_run(const char *name, const conv2d_geom *g, tensor *x, tenso
     if (ag_needs_grad(n, in)) {
         conv_saved *s = arena_alloc(sizeof *s);
         s->g = *g;
-        ag_record(name, conv2d_tape_backward, y, n, in, s);
+        ag_record_need(name, conv2d_tape_backward, y, n, in, s, AG_NEED_IN(0) | AG_NEED_IN(1));
     }
     return y;
 }
@@ -821,7 +821,8 @@ tensor *op_conv_transpose1d(tensor *x, tensor *w, tensor *bias, int stride) {
     if (ag_needs_grad(n, in)) {
         convt1d_saved *sv = arena_alloc(sizeof *sv);
         *sv = s;
-        ag_record("conv_transpose1d", convt1d_tape_backward, y, n, in, sv);
+        ag_record_need("conv_transpose1d", convt1d_tape_backward, y, n, in, sv,
+                       AG_NEED_IN(0) | AG_NEED_IN(1));
     }
     return y;
 }

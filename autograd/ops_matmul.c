@@ -174,7 +174,7 @@ tensor *op_matmul(tensor *a, tensor *b, bool trans_a, bool trans_b) {
     if (ag_needs_grad(2, in)) {
         matmul_saved *sv = arena_alloc(sizeof *sv);
         *sv = s;
-        ag_record("matmul", matmul_backward, y, 2, in, sv);
+        ag_record_need("matmul", matmul_backward, y, 2, in, sv, AG_NEED_INPUTS);
     }
     return y;
 }
@@ -261,7 +261,7 @@ tensor *op_linear(tensor *x, tensor *w, tensor *bias) {
     if (ag_needs_grad(n, in)) {
         linear_dims *sv = arena_alloc(sizeof *sv);
         *sv = d;
-        ag_record("linear", linear_backward, y, n, in, sv);
+        ag_record_need("linear", linear_backward, y, n, in, sv, AG_NEED_IN(0) | AG_NEED_IN(1));
     }
     return y;
 }

@@ -93,8 +93,8 @@ static tensor *softmax_op(tensor *x, bool log_out) {
     tensor *y = tensor_like(x);
     if (D > 0) softmax_forward(x->data, y->data, rows, D, log_out);
     if (ag_needs_grad(1, &x)) {
-        if (log_out) ag_record("log_softmax", log_softmax_backward, y, 1, &x, NULL);
-        else ag_record("softmax", softmax_backward, y, 1, &x, NULL);
+        if (log_out) ag_record_need("log_softmax", log_softmax_backward, y, 1, &x, NULL, AG_NEED_OUT);
+        else ag_record_need("softmax", softmax_backward, y, 1, &x, NULL, AG_NEED_OUT);
     }
     return y;
 }
@@ -210,7 +210,7 @@ tensor *op_layernorm(tensor *x, tensor *weight, tensor *bias, float eps) {
     layernorm_forward(x->data, weight ? weight->data : NULL, bias ? bias->data : NULL,
                       y->data, s->mean, s->rstd, rows, D, eps);
     tensor *in[3] = {x, weight, bias};
-    if (ag_needs_grad(3, in)) ag_record("layernorm", layernorm_backward, y, 3, in, s);
+    if (ag_needs_grad(3, in)) ag_record_need("layernorm", layernorm_backward, y, 3, in, s, AG_NEED_IN(0) | AG_NEED_IN(1));
     return y;
 }
 
@@ -321,6 +321,17 @@ static void batchnorm_backward(tape_entry *e) {
     }
 }
 
+// The output again, exactly as the forward wrote it (same statistics, same kernel).
+static void batchnorm_recompute(tape_entry *e, float *out) {
+    const batchnorm_saved *s = e->saved;
+    tensor *x = e->in[0], *w = e->in[1], *bias = e->in[2];
+    int B, C;
+    int64_t S;
+    bn_dims(x, &B, &C, &S);
+    bn_apply(x->data, s->mean, s->rstd, w ? w->data : NULL, bias ? bias->data : NULL, out, B,
+             C, S);
+}
+
 tensor *op_batchnorm(tensor *x, const bn_args *a) {
     int B, C;
     int64_t S;
@@ -367,7 +378,9 @@ tensor *op_batchnorm(tensor *x, const bn_args *a) {
     bn_apply(x->data, s->mean, s->rstd, a->weight ? a->weight->data : NULL,
              a->bias ? a->bias->data : NULL, y->data, B, C, S);
     tensor *in[3] = {x, a->weight, a->bias};
-    if (ag_needs_grad(3, in)) ag_record("batchnorm", batchnorm_backward, y, 3, in, s);
+    if (ag_needs_grad(3, in))
+        ag_record_need("batchnorm", batchnorm_backward, y, 3, in, s,
+                       AG_NEED_IN(0) | AG_NEED_IN(1))->recompute = batchnorm_recompute;
     return y;
 }
 
@@ -409,7 +422,7 @@ tensor *op_drop_path(tensor *x, float rate, bool training, rng *r) {
         float f = s->factor[b];
         for (int64_t j = 0; j < per; j++) y->data[b * per + j] = f * x->data[b * per + j];
     }
-    if (ag_needs_grad(1, &x)) ag_record("drop_path", drop_path_backward, y, 1, &x, s);
+    if (ag_needs_grad(1, &x)) ag_record_need("drop_path", drop_path_backward, y, 1, &x, s, 0);
     return y;
 }
 
@@ -473,6 +486,6 @@ tensor *op_cross_entropy(tensor *logits, const int64_t *target, float smoothing)
     tensor *y = tensor_new(0, NULL);
     y->data[0] = (float)(total / B);
     if (ag_needs_grad(1, &logits))
-        ag_record("cross_entropy", ce_backward, y, 1, &logits, s);
+        ag_record_need("cross_entropy", ce_backward, y, 1, &logits, s, AG_NEED_IN(0));
     return y;
 }

@@ -36,17 +36,20 @@ static void bottleneck_init(bottleneck_ir *m, layer_builder *b, const char *pref
 // (MaxPool2d(1, stride)) or Conv1x1(stride) -> BN.
 static tensor *bottleneck_forward(const bottleneck_ir *m, param_store *s, tensor *x,
                                   bool training) {
-    tensor *r = nn_batchnorm_forward(&m->bn0, s, x, training);
-    r = nn_conv2d_forward(&m->conv1, s, r);
-    r = nn_prelu_forward(&m->act, s, r);
-    r = nn_conv2d_forward(&m->conv3, s, r);
-    r = nn_batchnorm_forward(&m->bn4, s, r, training);
+    // Each intermediate is dropped once the next exists: it dies then unless a
+    // backward needs it (no-grad: two feature maps are alive at a time).
+    int mark = ag_scope_begin();
+    tensor *r = nn_batchnorm_forward(&m->bn0, s, x, training), *p;
+    p = r, r = nn_conv2d_forward(&m->conv1, s, r), tensor_drop(p);
+    p = r, r = nn_prelu_forward(&m->act, s, r), tensor_drop(p);
+    p = r, r = nn_conv2d_forward(&m->conv3, s, r), tensor_drop(p);
+    p = r, r = nn_batchnorm_forward(&m->bn4, s, r, training), tensor_drop(p);
     tensor *sc;
     if (m->conv_shortcut)
         sc = nn_batchnorm_forward(&m->sc_bn, s, nn_conv2d_forward(&m->sc_conv, s, x), training);
     else
         sc = m->stride == 1 ? x : op_subsample(x, m->stride);
-    return op_add(r, sc);
+    return ag_scope_keep(mark, op_add(r, sc));
 }
 
 void ir50_init(ir50 *m, layer_builder *b, const char *prefix, const int units[3]) {
@@ -93,9 +96,14 @@ void ir50_free(ir50 *m) {
 tensor *ir50_forward(const ir50 *m, param_store *s, tensor *x, bool training) {
     AG_ASSERT(x->ndim == 4 && x->shape[1] == 3 && x->shape[2] == 112 && x->shape[3] == 112,
               "ir50: expected [B,3,112,112]");
+    int mark = ag_scope_begin();
     tensor *y = nn_conv2d_forward(&m->in_conv, s, x);                 // [B,64,112,112]
     y = nn_batchnorm_forward(&m->in_bn, s, y, training);
-    y = nn_prelu_forward(&m->in_act, s, y);
-    for (int i = 0; i < m->n_units; i++) y = bottleneck_forward(&m->body[i], s, y, training);
+    y = ag_scope_keep(mark, nn_prelu_forward(&m->in_act, s, y));
+    for (int i = 0; i < m->n_units; i++) {
+        tensor *in = y;
+        y = bottleneck_forward(&m->body[i], s, in, training);
+        tensor_drop(in);   // freed now unless a backward still needs it
+    }
     return y;                                                      // [B,256,14,14]
 }

@@ -196,5 +196,7 @@ void nn_mlp_init(mlp *m, layer_builder *b, const char *prefix, int dim, int hidd
 }
 
 tensor *nn_mlp_forward(const mlp *m, param_store *s, tensor *x) {
-    return nn_linear_forward(&m->fc2, s, op_gelu(nn_linear_forward(&m->fc1, s, x)));
+    int mark = ag_scope_begin();
+    tensor *y = nn_linear_forward(&m->fc2, s, op_gelu(nn_linear_forward(&m->fc1, s, x)));
+    return ag_scope_keep(mark, y);
 }

@@ -16,8 +16,9 @@ static void conv_block_init(conv_block *m, layer_builder *b, const char *prefix,
 }
 
 static tensor *conv_block_forward(const conv_block *m, param_store *s, tensor *x, bool bn_train) {
+    int mark = ag_scope_begin();
     tensor *y = nn_batchnorm_forward(&m->bn, s, nn_conv2d_forward(&m->conv, s, x), bn_train);
-    return m->has_act ? nn_prelu_forward(&m->act, s, y) : y;
+    return ag_scope_keep(mark, m->has_act ? nn_prelu_forward(&m->act, s, y) : y);
 }
 
 static void depthwise_init(depthwise *m, layer_builder *b, const char *prefix, int cin, int cout,
@@ -33,10 +34,11 @@ static void depthwise_init(depthwise *m, layer_builder *b, const char *prefix, i
 }
 
 static tensor *depthwise_forward(const depthwise *m, param_store *s, tensor *x, bool bn_train) {
+    int mark = ag_scope_begin();
     tensor *y = conv_block_forward(&m->conv, s, x, bn_train);
     y = conv_block_forward(&m->conv_dw, s, y, bn_train);
     y = conv_block_forward(&m->project, s, y, bn_train);
-    return m->residual ? op_add(x, y) : y;
+    return ag_scope_keep(mark, m->residual ? op_add(x, y) : y);
 }
 
 // A residual stage: units named prefix.0 .. prefix.(n-1) (no `.model` level,
@@ -73,13 +75,19 @@ tensor *mobilefacenet_forward(const mobilefacenet *m, param_store *s, tensor *x,
                               bool bn_training) {
     AG_ASSERT(x->ndim == 4 && x->shape[1] == 3 && x->shape[2] == 112 && x->shape[3] == 112,
               "mobilefacenet: expected [B,3,112,112]");
+    // Each stage's input is dropped once the next exists: in no-grad mode (how
+    // POSTER runs this frozen stream) two feature maps are alive at a time.
+    int mark = ag_scope_begin();
+#define NEXT(expr) do { tensor *in_ = y; y = (expr); tensor_drop(in_); } while (0)
     tensor *y = conv_block_forward(&m->conv1, s, x, bn_training);          // [B,64,56,56]
-    y = conv_block_forward(&m->conv2_dw, s, y, bn_training);
-    y = depthwise_forward(&m->conv_23, s, y, bn_training);                 // [B,64,28,28]
-    for (int i = 0; i < 4; i++) y = depthwise_forward(&m->conv_3[i], s, y, bn_training);
-    y = depthwise_forward(&m->conv_34, s, y, bn_training);                 // [B,128,14,14]
-    for (int i = 0; i < 6; i++) y = depthwise_forward(&m->conv_4[i], s, y, bn_training);
-    y = depthwise_forward(&m->conv_45, s, y, bn_training);                 // [B,128,7,7]
-    for (int i = 0; i < 2; i++) y = depthwise_forward(&m->conv_5[i], s, y, bn_training);
-    return conv_block_forward(&m->conv_6_sep, s, y, bn_training);         // [B,512,7,7]
+    NEXT(conv_block_forward(&m->conv2_dw, s, y, bn_training));
+    NEXT(depthwise_forward(&m->conv_23, s, y, bn_training));               // [B,64,28,28]
+    for (int i = 0; i < 4; i++) NEXT(depthwise_forward(&m->conv_3[i], s, y, bn_training));
+    NEXT(depthwise_forward(&m->conv_34, s, y, bn_training));               // [B,128,14,14]
+    for (int i = 0; i < 6; i++) NEXT(depthwise_forward(&m->conv_4[i], s, y, bn_training));
+    NEXT(depthwise_forward(&m->conv_45, s, y, bn_training));               // [B,128,7,7]
+    for (int i = 0; i < 2; i++) NEXT(depthwise_forward(&m->conv_5[i], s, y, bn_training));
+    NEXT(conv_block_forward(&m->conv_6_sep, s, y, bn_training));           // [B,512,7,7]
+#undef NEXT
+    return ag_scope_keep(mark, y);
 }

@@ -280,6 +280,9 @@ tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r) {
                    (x->shape[2] == 112 && x->shape[3] == 112)),
               "poster_forward: input must be [B,3,224,224] or [B,3,112,112]");
     const int B = x->shape[0];
+    // Everything made here but the logits is dropped at the end: it is freed
+    // then, or as soon as the last backward reading it has run.
+    int mark = ag_scope_begin();
     if (x->shape[2] == 224) x = op_subsample(x, 2);   // F.interpolate nearest: pixel (2i, 2j)
 
     int prof = prof_enter("ir50");   // time split (autograd/profile.h); free when off
@@ -287,6 +290,7 @@ tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r) {
     t = op_reshape(t, 3, (int[]){B, 49, 1024});                       // raw memory order
     tensor *img = nn_linear_forward(&m->ir_layer, s, t);                 // [B,49,512]
     prof_leave(prof);
+    tensor_drop(t);
 
     tensor *lm = img;
     if (m->o.streams == STREAMS_BOTH) {
@@ -298,13 +302,17 @@ tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r) {
                                           training && m->o.landmark_bn == LANDMARK_BN_BATCH);
         lm = op_transpose(op_reshape(f, 3, (int[]){B, 512, 49}), 1, 2);   // [B,49,512]
         prof_leave(prof);
+        tensor_drop(f);
         ag_no_grad_end(prev);
     }
+    tensor_drop(x);   // the caller's input is outside the scope: only a subsampled copy goes
+    int pmark = ag_scope_begin();
     tensor *y = pyramid_fuse_forward(&m->pf, s, img, lm, training, r);  // [B,512]
+    ag_scope_keep(pmark, y);
     prof = prof_enter("head");
     tensor *g = nn_linear_forward(&m->se2, s, op_relu(nn_linear_forward(&m->se1, s, y)));
     y = op_mul(y, op_sigmoid(g));
-    y = nn_linear_forward(&m->head, s, y);                               // [B,K]
+    y = ag_scope_keep(mark, nn_linear_forward(&m->head, s, y));          // [B,K]
     prof_leave(prof);
     return y;
 }

@@ -29,6 +29,7 @@ static void cross_attn_init(cross_attn *m, layer_builder *b, const char *prefix,
 tensor *cross_attn_forward(const cross_attn *m, param_store *s, tensor *y) {
     const int C = m->dim, H = PF_HEADS, c = C / H;
     const int Nq = y->shape[1] - PF_IMG;
+    int mark = ag_scope_begin();   // what no backward needs is freed on return
     int prof = prof_enter("transformer.attention");
     tensor *src = m->kv_from_image ? op_slice(y, 1, 0, PF_IMG)              // [B,50,C]
                                    : op_slice(y, 1, PF_IMG, y->shape[1]);
@@ -37,7 +38,7 @@ tensor *cross_attn_forward(const cross_attn *m, param_store *s, tensor *y) {
     tensor *o = op_attention(y, q0, Nq, kv, H, (float)(1.0 / sqrt((double)c)));   // [B,Nq,C]
     o = nn_linear_forward(&m->proj, s, o);                                   // [B,Nq,C]
     prof_leave(prof);
-    return o;
+    return ag_scope_keep(mark, o);
 }
 
 // ---------------------------------------------------------------------------
@@ -81,6 +82,7 @@ static tensor *mlp_timed(const mlp *m, param_store *s, tensor *x) {
 // own drop path mask (one DropPath module called four times).
 tensor *block_forward(const block *m, param_store *s, tensor *x, float drop_rate, bool training,
                       rng *r) {
+    int mark = ag_scope_begin();
     tensor *img = op_slice(x, 1, 0, PF_IMG);
     tensor *lm = op_slice(x, 1, PF_IMG, x->shape[1]);
     tensor *t = cross_attn_forward(&m->attn_img, s, layernorm_timed(&m->norm1, s, x));
@@ -93,7 +95,7 @@ tensor *block_forward(const block *m, param_store *s, tensor *x, float drop_rate
     lm = op_add(lm, op_drop_path(t, drop_rate, training, r));
     tensor *parts[2] = {img, lm};
     tensor *y = op_concat(parts, 2, 1);                           // [B,100,dim]
-    return m->token_mix ? nn_conv1d_forward(&m->conv, s, y) : y;     // mixes tokens
+    return ag_scope_keep(mark, m->token_mix ? nn_conv1d_forward(&m->conv, s, y) : y);
 }
 
 // ---------------------------------------------------------------------------
@@ -117,9 +119,11 @@ static void pyramid_block_init(pyramid_block *m, layer_builder *b, const char *p
 // xs: l [B,100,512], m [B,100,256], s [B,100,128] (as many as levels), updated in place.
 static void pyramid_block_forward(const pyramid_block *m, param_store *s, tensor **xs,
                                   float drop_rate, bool training, rng *r) {
+    int mark = ag_scope_begin();
     tensor *l = block_forward(&m->l, s, xs[0], drop_rate, training, r);
     if (m->levels == 1) {
         xs[0] = l;
+        ag_scope_end(mark, 3, xs);
         return;
     }
     tensor *md = block_forward(&m->m, s, xs[1], drop_rate, training, r);
@@ -132,6 +136,7 @@ static void pyramid_block_forward(const pyramid_block *m, param_store *s, tensor
     l = op_add(l, nn_conv1d_forward(&m->upsample_m, s, md));
     xs[0] = l;
     xs[1] = md;
+    ag_scope_end(mark, 3, xs);
 }
 
 void pyramid_fuse_init(pyramid_fuse *m, layer_builder *b, const char *prefix, int depth,
@@ -192,8 +197,12 @@ tensor *pyramid_fuse_forward(const pyramid_fuse *m, param_store *s, tensor *img,
     xs[0] = op_concat(parts, 2, 1);                                  // [B,100,512]
     if (m->levels >= 2) xs[1] = nn_conv1d_forward(&m->downsample_m, s, xs[0]);   // [B,100,256]
     if (m->levels >= 3) xs[2] = nn_conv1d_forward(&m->downsample_s, s, xs[0]);   // [B,100,128]
-    for (int i = 0; i < m->depth; i++)
+    for (int i = 0; i < m->depth; i++) {
+        tensor *old[3] = {xs[0], xs[1], xs[2]};
         pyramid_block_forward(&m->blocks[i], s, xs, m->drop_rate[i], training, r);
+        for (int k = 0; k < 3; k++)
+            if (old[k]) tensor_drop(old[k]);   // freed unless a backward needs it
+    }
     // LayerNorm is per token: normalizing token 0 alone equals norm(l)[:, 0].
     tensor *cls = op_reshape(op_slice(xs[0], 1, 0, 1), 2, (int[]){B, 512});
     tensor *y = nn_layernorm_forward(&m->norm, s, cls);                 // [B,512]

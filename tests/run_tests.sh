@@ -24,6 +24,9 @@ export TEST_TIME_SCALE
 timeout_s=$(awk -v t="${TEST_TIMEOUT:-900}" -v k="$TEST_TIME_SCALE" 'BEGIN {print int(t * k)}')
 passed=0; failed=0; skipped=0
 log_dir=$(mktemp -d "${TMPDIR:-/tmp}/poster_tests.XXXXXX")
+# Freed activation buffers are filled with NaN and not reused within a step, so
+# a read of a buffer freed too early shows up as a failed comparison.
+export AG_POISON_FREED=${AG_POISON_FREED:-1}
 for t in "$dir"/test_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
