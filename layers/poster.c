@@ -283,6 +283,7 @@ tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r) {
     // Everything made here but the logits is dropped at the end: it is freed
     // then, or as soon as the last backward reading it has run.
     int mark = ag_scope_begin();
+    tensor *const x_in = x;   // the caller's: read again after this call (TTA, tests)
     if (x->shape[2] == 224) x = op_subsample(x, 2);   // F.interpolate nearest: pixel (2i, 2j)
 
     int prof = prof_enter("ir50");   // time split (autograd/profile.h); free when off
@@ -305,7 +306,7 @@ tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r) {
         tensor_drop(f);
         ag_no_grad_end(prev);
     }
-    tensor_drop(x);   // the caller's input is outside the scope: only a subsampled copy goes
+    if (x != x_in) tensor_drop(x);   // only our subsampled copy; never the caller's input
     int pmark = ag_scope_begin();
     tensor *y = pyramid_fuse_forward(&m->pf, s, img, lm, training, r);  // [B,512]
     ag_scope_keep(pmark, y);
