@@ -492,7 +492,10 @@ static void compare_runs(const char *bin, const char *name, const char *extra, b
     double e = trainable_rel_err(poster_store(m2), poster_store(m1), adam, &skipped, &worst);
     printf("%s: trainable parameters, 2 ranks vs 1 process x 2 micro-batches: rel err %.3g "
            "(worst %s; %d structural-zero tensors left out)\n", name, e, worst, skipped);
-    assert_true(e <= 1e-5);
+    // Rounding only: ranks and micro-batches group the Winograd F(4x4) weight-gradient
+    // tiles differently (1 thread per rank, 2 in one process); measured 1.07e-5 with
+    // SGD. Another batch grouping shows as ~1e-1 (0.084 in the tiny-network test).
+    assert_true(e <= 3e-5);
     assert_true(!adam || skipped > 0);
     poster_free(m1);
     poster_free(m2);
