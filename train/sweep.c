@@ -241,7 +241,7 @@ typedef struct combo {
     int64_t params;          // trainable parameters (0 = not known yet)
 } combo;
 
-enum { RUN_TODO, RUN_RUNNING, RUN_DONE, RUN_FAILED };
+enum { RUN_PENDING, RUN_RUNNING, RUN_DONE, RUN_FAILED };
 
 typedef struct srun {
     int combo;
@@ -271,22 +271,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int mkdir_p(const char *dir, char *err, size_t errlen) {
-    char buf[1300];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST) goto fail;
-            *p = '/';
-        }
-    if (mkdir(buf, 0777) && errno != EEXIST) goto fail;
-    return 0;
-fail:
-    snprintf(err, errlen, "cannot create folder %s: %s", buf, strerror(errno));
-    return -1;
 }
 
 static bool exists(const char *path) { return access(path, F_OK) == 0; }
@@ -688,7 +672,7 @@ static int start_run(sweep *sw, srun *r, const char *exe, int slot, FILE *log, c
                      size_t errlen) {
     static config c;
     if (run_config(sw, r->combo, r->seed, &c, err, errlen)) return -1;
-    if (mkdir_p(r->dir, err, errlen)) return -1;
+    if (train_mkdir_p(r->dir, err, errlen)) return -1;
     char ini[1700], last[1700], logp[1700], p[1700];
     snprintf(ini, sizeof ini, "%s/run.ini", r->dir);
     snprintf(last, sizeof last, "%s/last.h5", r->dir);
@@ -1019,7 +1003,7 @@ int cli_sweep(int argc, char **argv) {
                 }
                 char p[1700];
                 snprintf(p, sizeof p, "%s/sweep_done", r->dir);
-                r->state = exists(p) ? RUN_DONE : RUN_TODO;
+                r->state = exists(p) ? RUN_DONE : RUN_PENDING;
             }
     }
     int ndone = 0;
@@ -1039,7 +1023,7 @@ int cli_sweep(int argc, char **argv) {
         rc = 0;
         goto done;
     }
-    if (mkdir_p(sw.out, err, sizeof err)) {
+    if (train_mkdir_p(sw.out, err, sizeof err)) {
         fprintf(stderr, "poster sweep: %s\n", err);
         goto done;
     }

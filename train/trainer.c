@@ -156,8 +156,8 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int mkdir_p(const char *dir, char *err, size_t errlen) {
-    char buf[1024];
+int train_mkdir_p(const char *dir, char *err, size_t errlen) {
+    char buf[1300];
     snprintf(buf, sizeof buf, "%s", dir);
     for (char *p = buf + 1; *p; p++)
         if (*p == '/') {
@@ -739,7 +739,7 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
         snprintf(r->test_split, sizeof r->test_split, "%s", r->o.eval_split);
         snprintf(r->o.eval_split, sizeof r->o.eval_split, "held-out val");
     }
-    if (dist_is_root() && mkdir_p(r->o.out_dir, err, errlen)) return -1;
+    if (dist_is_root() && train_mkdir_p(r->o.out_dir, err, errlen)) return -1;
     poster_opts po;
     if (train_model_opts(r->c, dataset_num_classes(r->train_ds), &po, err, errlen)) return -1;
     if (!config_has(r->c, "model.num_classes")) {   // recorded for eval/predict

@@ -94,3 +94,6 @@ int train_model_opts(const config *c, int dataset_classes, poster_opts *po, char
 // Finds the first non-finite value among the trainable gradients; returns its
 // tensor's name or NULL when all are finite.
 const char *train_first_nonfinite_grad(const param_store *s);
+
+// Creates dir and its parents (like mkdir -p); an error names the folder.
+int train_mkdir_p(const char *dir, char *err, size_t errlen);
