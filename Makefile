@@ -8,7 +8,7 @@ BLAS_DIR   = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --variable=li
 TEST_LIBS  = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --libs cmocka 2>/dev/null)
 
 OPT     ?= -O3 -march=native
-CFLAGS  += $(OPT) -g -fopenmp -std=gnu11 -Wall -Wextra -I. $(PKG_CFLAGS)
+CFLAGS  += $(OPT) -g -fopenmp -fno-trapping-math -std=gnu11 -Wall -Wextra -I. $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -Wl,-rpath,$(BLAS_DIR) -lm -lpthread
 LDFLAGS += -fopenmp
 

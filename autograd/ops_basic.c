@@ -386,14 +386,29 @@ static void prelu_dims(const tensor *x, int *B, int *C, int64_t *S) {
     for (int i = 2; i < x->ndim; i++) *S *= x->shape[i];
 }
 
+// The select is written on two computed values (no branch, restrict rows) so
+// the compiler vectorizes it: the branchy form compiled to scalar code with a
+// mispredicted jump per element (8.7% of an eval forward's samples in perf).
+static void prelu_row(const float *restrict xr, float a, float *restrict yr, int64_t S) {
+#pragma omp simd
+    for (int64_t j = 0; j < S; j++) {
+        float v = xr[j], av = a * v;
+        yr[j] = v > 0 ? v : av;
+    }
+}
+
 static void prelu_forward(const float *x, const float *w, float *y, int B, int C,
                           int64_t S) {
 #pragma omp parallel for schedule(static) if ((int64_t)B * C * S >= PAR_MIN)
-    for (int64_t bc = 0; bc < (int64_t)B * C; bc++) {
-        float a = w[bc % C];
-        const float *xr = x + bc * S;
-        float *yr = y + bc * S;
-        for (int64_t j = 0; j < S; j++) yr[j] = xr[j] > 0 ? xr[j] : a * xr[j];
+    for (int64_t bc = 0; bc < (int64_t)B * C; bc++) prelu_row(x + bc * S, w[bc % C], y + bc * S, S);
+}
+
+static void prelu_grad_row(const float *restrict xr, const float *restrict gr, float a,
+                           float *restrict d, int64_t S) {
+#pragma omp simd
+    for (int64_t j = 0; j < S; j++) {
+        float g = gr[j], ag = a * g;
+        d[j] += xr[j] > 0 ? g : ag;
     }
 }
 
@@ -413,8 +428,7 @@ static void prelu_backward(tape_entry *e) {
         float a = wd[bc % C];
         const float *xr = xd + bc * S, *gr = g + bc * S;
         if (gx) {
-            float *d = gx + bc * S;
-            for (int64_t j = 0; j < S; j++) d[j] += xr[j] > 0 ? gr[j] : a * gr[j];
+            prelu_grad_row(xr, gr, a, gx + bc * S, S);
         }
         if (part) {
             float s = 0;

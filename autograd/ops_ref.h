@@ -34,6 +34,10 @@ int64_t conv2d_macs(const conv2d_geom *g);   // multiply-adds of one forward
 // y = conv(x, w) + bias (bias may be NULL); y overwritten.
 void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const float *bias,
                     float *y);
+// The same for an output no gradient flows through (inference): 3x3 stride-1
+// layers may take the larger Winograd tile (see wino_tile in ops_conv.c).
+void conv2d_forward_inference(const conv2d_geom *g, const float *x, const float *w,
+                              const float *bias, float *y);
 // Accumulates (+=) into dx, dw, db; each may be NULL (not wanted).
 void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const float *dy,
                      float *dx, float *dw, float *db);

@@ -401,6 +401,37 @@ static void test_conv2d_winograd_deterministic(void **state) {
     free(x); free(w); free(dy);
 }
 
+// Which tile each pass takes when none is forced: a forward that records
+// gradients stays on F(2x2); an inference forward (no gradient wanted) takes
+// F(4x4) where it has fewer products (14x14 outputs), F(2x2) where it has not
+// (a 2x2 output fits one 2x2 tile).
+static void test_conv2d_inference_tile(void **state) {
+    (void)state;
+    rng r;
+    rng_seed(&r, 21);
+    static const int sizes[2][2] = {{14, 4}, {2, 2}};   // output size, expected tile
+    for (int k = 0; k < 2; k++) {
+        int n = sizes[k][0];
+        conv2d_geom g = conv2d_make_geom(2, 32, n, n, 32, 3, 3, 1, 1, 1);
+        int64_t nx = (int64_t)g.B * g.Cin * g.H * g.W, nw = (int64_t)g.Cout * g.Cin * 9;
+        int64_t ny = (int64_t)g.B * g.Cout * g.Ho * g.Wo;
+        float *x = rand_buf(&r, nx), *w = rand_buf(&r, nw);
+        float *y_train = malloc(sizeof(float) * ny), *y_inf = malloc(sizeof(float) * ny);
+        float *y_t2 = malloc(sizeof(float) * ny), *y_t4 = malloc(sizeof(float) * ny);
+        conv2d_forward(&g, x, w, NULL, y_train);
+        conv2d_forward_inference(&g, x, w, NULL, y_inf);
+        conv_set_winograd_tile(2);
+        conv2d_forward(&g, x, w, NULL, y_t2);
+        conv_set_winograd_tile(4);
+        conv2d_forward(&g, x, w, NULL, y_t4);
+        conv_set_winograd_tile(0);
+        assert_memory_equal(y_train, y_t2, sizeof(float) * ny);
+        assert_memory_equal(y_inf, sizes[k][1] == 4 ? y_t4 : y_t2, sizeof(float) * ny);
+        if (sizes[k][1] == 4) assert_memory_not_equal(y_t2, y_t4, sizeof(float) * ny);
+        free(x); free(w); free(y_train); free(y_inf); free(y_t2); free(y_t4);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // PyTorch fixtures
 
@@ -478,6 +509,7 @@ int main(void) {
         cmocka_unit_test(test_conv_transpose1d_gradcheck),
         cmocka_unit_test(test_conv2d_vs_naive),
         cmocka_unit_test(test_conv2d_winograd_deterministic),
+        cmocka_unit_test(test_conv2d_inference_tile),
         cmocka_unit_test(test_conv_transpose1d_vs_naive),
         cmocka_unit_test(test_conv1d_vs_naive),
         cmocka_unit_test(test_fixtures),
