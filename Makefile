@@ -25,7 +25,10 @@ LDLIBS  += $(MPI_LIBS)
 endif
 
 BUILD   ?= build
-LIB_SRC := $(sort $(filter-out train/cli.c,$(wildcard autograd/*.c layers/*.c data/*.c train/*.c eval/*.c)))
+# autograd/ops_ref.c (the naive reference kernels) is linked into the tests only.
+TEST_ONLY_SRC := autograd/ops_ref.c
+LIB_SRC := $(sort $(filter-out train/cli.c $(TEST_ONLY_SRC),$(wildcard autograd/*.c layers/*.c data/*.c train/*.c eval/*.c)))
+TEST_ONLY_OBJ := $(TEST_ONLY_SRC:%.c=$(BUILD)/%.o)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -60,9 +63,9 @@ $(POSTER): $(BUILD)/train/cli.o $(BUILD)/libposter.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	@ln -sf $(BUILD)/poster poster 2>/dev/null || true
 
-$(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter.a
+$(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter.a $(TEST_ONLY_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libposter.a $(LDLIBS) $(TEST_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_ONLY_OBJ) $(BUILD)/libposter.a $(LDLIBS) $(TEST_LIBS)
 
 # The fuzz targets run in make test on their committed corpora (tests/fuzz/).
 $(BUILD)/tests/test_fuzz_regress: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)

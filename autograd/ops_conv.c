@@ -1,5 +1,6 @@
-// Convolutions: conv2d (NCHW, stride, padding, groups), conv1d and
-// conv-transpose1d, all lowered to cblas_sgemm through im2col / col2im.
+// conv2d (NCHW, stride, padding, groups), lowered to cblas_sgemm through
+// im2col or Winograd; the 1-D ops built on the same lowering are in
+// ops_conv1d.c, the naive references the tests compare against in ops_ref.c.
 //
 // conv2d paths:
 //   - depthwise (groups == Cin == Cout): a direct kernel, no sgemm (each
@@ -13,7 +14,6 @@
 // Work is spread over the batch with per-thread scratch (single-threaded sgemm
 // inside the OpenMP region) when the batch has at least one sample per thread,
 // otherwise samples run one after another with OpenBLAS threading the sgemm.
-// conv1d is conv2d with H = 1; conv-transpose1d is sgemm followed by col2im.
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -49,13 +49,12 @@ void ops_conv_release_scratch(void) {
 }
 
 // Rounds a per-thread slice up to 64 bytes so threads never share a cache line.
-static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static int g_conv_mode;   // 0 auto, 1 batch-parallel, 2 threaded sgemm (bench)
 void conv_set_mode(int mode) { g_conv_mode = mode; }
 
 // True: spread samples over threads; false: samples in turn, threaded sgemm.
-static bool use_batch_parallel(int B) {
+bool conv_batch_parallel(int B) {
     int nt = ops_threads();
     if (g_conv_mode == 1) return nt > 1;
     if (g_conv_mode == 2) return false;
@@ -107,7 +106,7 @@ static void im2col_rows(const float *x, int C, int H, int W, int KH, int KW, int
             }
 }
 
-static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad,
+void conv_im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad,
                    int Ho, int Wo, float *col) {
     im2col_rows(x, C, H, W, KH, KW, stride, pad, Wo, 0, Ho, col);
 }
@@ -136,7 +135,7 @@ static void col2im_add_rows(const float *col, int C, int H, int W, int KH, int K
             }
 }
 
-static void col2im_add(const float *col, int C, int H, int W, int KH, int KW, int stride,
+void conv_col2im_add(const float *col, int C, int H, int W, int KH, int KW, int stride,
                        int pad, int Ho, int Wo, float *x) {
     col2im_add_rows(col, C, H, W, KH, KW, stride, pad, Wo, 0, Ho, x);
 }
@@ -370,7 +369,7 @@ static int col_rows(const conv2d_geom *g) {
     return r < g->Ho ? r : g->Ho;
 }
 
-// One sample: y_b = W * im2col(x_b) (+ bias), by blocks of output rows; col
+// One sample: y_b = W * conv_im2col(x_b) (+ bias), by blocks of output rows; col
 // is this thread's scratch.
 static void gemm_forward_sample(const conv2d_geom *g, const float *xb, const float *w,
                                 const float *bias, float *yb, float *col) {
@@ -406,7 +405,7 @@ static void gemm_forward_sample(const conv2d_geom *g, const float *xb, const flo
 
 static size_t col_floats(const conv2d_geom *g) {
     if (is_pointwise(g)) return 16;
-    return pad16((size_t)(g->Cin / g->groups) * g->KH * g->KW * col_rows(g) * g->Wo);
+    return conv_pad16((size_t)(g->Cin / g->groups) * g->KH * g->KW * col_rows(g) * g->Wo);
 }
 
 static void conv2d_forward_any(const conv2d_geom *g, const float *x, const float *w,
@@ -423,7 +422,7 @@ static void conv2d_forward_any(const conv2d_geom *g, const float *x, const float
     }
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
     size_t per = col_floats(g);
-    if (use_batch_parallel(g->B)) {
+    if (conv_batch_parallel(g->B)) {
         int nt = ops_threads();
         float *scr = conv_scratch(per * nt);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
@@ -491,7 +490,7 @@ static void gemm_backward_sample(const conv2d_geom *g, const float *xb, const fl
     }
 }
 
-static void bias_backward(const float *dy, int B, int C, int64_t HW, float *db) {
+void conv_bias_backward(const float *dy, int B, int C, int64_t HW, float *db) {
 #pragma omp parallel for schedule(static) if ((int64_t)B * C * HW > 65536)
     for (int c = 0; c < C; c++) {
         double s = 0;
@@ -512,7 +511,7 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
         dw_backward(g, x, w, dy, dx, dw, db);
         return;
     }
-    if (db) bias_backward(dy, g->B, g->Cout, (int64_t)g->Ho * g->Wo, db);
+    if (db) conv_bias_backward(dy, g->B, g->Cout, (int64_t)g->Ho * g->Wo, db);
     if (dx && use_winograd(g)) {
         // dx is the full correlation of dy with the flipped, transposed filters:
         // again a 3x3 stride-1 convolution, with padding 2 - pad.
@@ -529,8 +528,8 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
     size_t per = col_floats(g);
     size_t nreal = (size_t)g->Cout * (g->Cin / g->groups) * g->KH * g->KW;
-    size_t nw = pad16(nreal);
-    if (use_batch_parallel(g->B)) {
+    size_t nw = conv_pad16(nreal);
+    if (conv_batch_parallel(g->B)) {
         // Per thread: col, dcol and a private dw accumulator, summed at the end.
         int nt = ops_threads();
         size_t slice = 2 * per + (dw ? nw : 0);
@@ -566,60 +565,8 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
 }
 
 // ---------------------------------------------------------------------------
-// Naive references (double accumulation, direct loops).
-
-void conv2d_naive_forward(const conv2d_geom *g, const float *x, const float *w,
-                          const float *bias, float *y) {
-    int Cg = g->Cin / g->groups, Cog = g->Cout / g->groups;
-    for (int b = 0; b < g->B; b++)
-        for (int co = 0; co < g->Cout; co++) {
-            int gi = co / Cog;
-            for (int oh = 0; oh < g->Ho; oh++)
-                for (int ow = 0; ow < g->Wo; ow++) {
-                    double s = bias ? bias[co] : 0.0;
-                    for (int ci = 0; ci < Cg; ci++)
-                        for (int kh = 0; kh < g->KH; kh++)
-                            for (int kw = 0; kw < g->KW; kw++) {
-                                int ih = oh * g->stride - g->pad + kh;
-                                int iw = ow * g->stride - g->pad + kw;
-                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
-                                s += (double)x[(((int64_t)b * g->Cin + gi * Cg + ci) * g->H + ih) *
-                                                   g->W + iw] *
-                                     w[(((int64_t)co * Cg + ci) * g->KH + kh) * g->KW + kw];
-                            }
-                    y[(((int64_t)b * g->Cout + co) * g->Ho + oh) * g->Wo + ow] = (float)s;
-                }
-        }
-}
-
-void conv2d_naive_backward(const conv2d_geom *g, const float *x, const float *w,
-                           const float *dy, float *dx, float *dw, float *db) {
-    int Cg = g->Cin / g->groups, Cog = g->Cout / g->groups;
-    for (int b = 0; b < g->B; b++)
-        for (int co = 0; co < g->Cout; co++) {
-            int gi = co / Cog;
-            for (int oh = 0; oh < g->Ho; oh++)
-                for (int ow = 0; ow < g->Wo; ow++) {
-                    float d = dy[(((int64_t)b * g->Cout + co) * g->Ho + oh) * g->Wo + ow];
-                    if (db) db[co] += d;
-                    for (int ci = 0; ci < Cg; ci++)
-                        for (int kh = 0; kh < g->KH; kh++)
-                            for (int kw = 0; kw < g->KW; kw++) {
-                                int ih = oh * g->stride - g->pad + kh;
-                                int iw = ow * g->stride - g->pad + kw;
-                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
-                                int64_t xi =
-                                    (((int64_t)b * g->Cin + gi * Cg + ci) * g->H + ih) * g->W + iw;
-                                int64_t wi = (((int64_t)co * Cg + ci) * g->KH + kh) * g->KW + kw;
-                                if (dx) dx[xi] += d * w[wi];
-                                if (dw) dw[wi] += d * x[xi];
-                            }
-                }
-        }
-}
-
-// ---------------------------------------------------------------------------
-// Ops on the tape. conv2d and conv1d share one backward through the geometry.
+// Ops on the tape. conv2d and conv1d (ops_conv1d.c) share one backward through
+// the geometry.
 
 typedef struct conv_saved {
     conv2d_geom g;
@@ -634,7 +581,7 @@ static void conv2d_tape_backward(tape_entry *e) {
                     b && b->requires_grad ? tensor_grad(b) : NULL);
 }
 
-static tensor *conv_run(const char *name, const conv2d_geom *g, tensor *x, tensor *w,
+tensor *conv2d_run(const char *name, const conv2d_geom *g, tensor *x, tensor *w,
                         tensor *bias, int ndim, const int *out_shape) {
     tensor *y = tensor_new(ndim, out_shape);
     tensor *in[3] = {x, w, bias};
@@ -660,186 +607,5 @@ tensor *op_conv2d(tensor *x, tensor *w, tensor *bias, int stride, int pad, int g
               tensor_shape_str(w, sw, sizeof sw));
     conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], x->shape[2], x->shape[3],
                                      w->shape[0], w->shape[2], w->shape[3], stride, pad, groups);
-    return conv_run("conv2d", &g, x, w, bias, T_SHAPE(g.B, g.Cout, g.Ho, g.Wo));
-}
-
-tensor *op_conv1d(tensor *x, tensor *w, tensor *bias, int stride) {
-    char sx[64], sw[64];
-    AG_ASSERT(x->ndim == 3 && w->ndim == 3 && w->shape[1] == x->shape[1] &&
-                  w->shape[2] <= x->shape[2],
-              "conv1d of %s with weight %s", tensor_shape_str(x, sx, sizeof sx),
-              tensor_shape_str(w, sw, sizeof sw));
-    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]),
-              "conv1d bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
-              tensor_shape_str(w, sw, sizeof sw));
-    // [B, Cin, L] as [B, Cin, 1, L]: a 1 x k kernel, no padding, so Ho = 1.
-    conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], 1, x->shape[2], w->shape[0], 1,
-                                     w->shape[2], stride, 0, 1);
-    return conv_run("conv1d", &g, x, w, bias, T_SHAPE(g.B, g.Cout, g.Wo));
-}
-
-// ---------------------------------------------------------------------------
-// conv-transpose1d: y_b = col2im(W^T x_b), W viewed as [Cin, Cout*k].
-
-static void convt1d_forward_sample(int Cin, int L, int Cout, int k, int stride,
-                                   const float *xb, const float *w, const float *bias, float *yb,
-                                   float *col) {
-    int Lout = (L - 1) * stride + k;
-    for (int co = 0; co < Cout; co++)
-        for (int t = 0; t < Lout; t++) yb[(int64_t)co * Lout + t] = bias ? bias[co] : 0.0f;
-    // col [Cout*k, L] = W^T [Cout*k, Cin] x_b [Cin, L]
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout * k, L, Cin, 1.0f, w, Cout * k, xb,
-                L, 0.0f, col, L);
-    col2im_add(col, Cout, 1, Lout, 1, k, stride, 0, 1, L, yb);
-}
-
-void conv_transpose1d_forward(int B, int Cin, int L, int Cout, int k, int stride,
-                              const float *x, const float *w, const float *bias, float *y) {
-    int Lout = (L - 1) * stride + k;
-    size_t per = pad16((size_t)Cout * k * L);
-    int64_t sx = (int64_t)Cin * L, sy = (int64_t)Cout * Lout;
-    if (use_batch_parallel(B)) {
-        int nt = ops_threads();
-        float *scr = conv_scratch(per * nt);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            convt1d_forward_sample(Cin, L, Cout, k, stride, x + b * sx, w, bias, y + b * sy,
-                                   scr + per * omp_get_thread_num());
-    } else {
-        float *scr = conv_scratch(per);
-        for (int b = 0; b < B; b++)
-            convt1d_forward_sample(Cin, L, Cout, k, stride, x + b * sx, w, bias, y + b * sy, scr);
-    }
-}
-
-static void convt1d_backward_sample(int Cin, int L, int Cout, int k, int stride,
-                                    const float *xb, const float *w, const float *dyb,
-                                    float *dxb, float *dw_acc, float *dcol) {
-    int Lout = (L - 1) * stride + k;
-    im2col(dyb, Cout, 1, Lout, 1, k, stride, 0, 1, L, dcol);   // [Cout*k, L]
-    if (dxb)   // dx_b [Cin, L] += W [Cin, Cout*k] dcol [Cout*k, L]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cin, L, Cout * k, 1.0f, w,
-                    Cout * k, dcol, L, 1.0f, dxb, L);
-    if (dw_acc)   // dW [Cin, Cout*k] += x_b [Cin, L] dcol^T [L, Cout*k]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cin, Cout * k, L, 1.0f, xb, L,
-                    dcol, L, 1.0f, dw_acc, Cout * k);
-}
-
-void conv_transpose1d_backward(int B, int Cin, int L, int Cout, int k, int stride,
-                               const float *x, const float *w, const float *dy, float *dx,
-                               float *dw, float *db) {
-    int Lout = (L - 1) * stride + k;
-    int64_t sx = (int64_t)Cin * L, sy = (int64_t)Cout * Lout;
-    if (db) bias_backward(dy, B, Cout, Lout, db);
-    if (!dx && !dw) return;
-    size_t per = pad16((size_t)Cout * k * L);
-    size_t nw = pad16((size_t)Cin * Cout * k);
-    if (use_batch_parallel(B)) {
-        int nt = ops_threads();
-        size_t slice = per + (dw ? nw : 0);
-        float *scr = conv_scratch(slice * nt);
-#pragma omp parallel num_threads(nt)
-        {
-            int t = omp_get_thread_num();
-            float *dcol = scr + slice * t;
-            float *dwt = dw ? dcol + per : NULL;
-            if (dwt) memset(dwt, 0, nw * sizeof(float));
-#pragma omp for schedule(static)
-            for (int b = 0; b < B; b++)
-                convt1d_backward_sample(Cin, L, Cout, k, stride, x + b * sx, w, dy + b * sy,
-                                        dx ? dx + b * sx : NULL, dwt, dcol);
-            if (dw) {
-#pragma omp barrier
-#pragma omp for schedule(static)
-                for (size_t i = 0; i < (size_t)Cin * Cout * k; i++) {
-                    float s = 0;
-                    for (int q = 0; q < nt; q++) s += scr[slice * q + per + i];
-                    dw[i] += s;
-                }
-            }
-        }
-    } else {
-        float *scr = conv_scratch(per);
-        for (int b = 0; b < B; b++)
-            convt1d_backward_sample(Cin, L, Cout, k, stride, x + b * sx, w, dy + b * sy,
-                                    dx ? dx + b * sx : NULL, dw, scr);
-    }
-}
-
-void conv_transpose1d_naive_forward(int B, int Cin, int L, int Cout, int k, int stride,
-                                    const float *x, const float *w, const float *bias,
-                                    float *y) {
-    int Lout = (L - 1) * stride + k;
-    for (int b = 0; b < B; b++)
-        for (int co = 0; co < Cout; co++)
-            for (int o = 0; o < Lout; o++) {
-                double s = bias ? bias[co] : 0.0;
-                for (int ci = 0; ci < Cin; ci++)
-                    for (int j = 0; j < k; j++) {
-                        int d = o - j;
-                        if (d < 0 || d % stride || d / stride >= L) continue;
-                        s += (double)x[((int64_t)b * Cin + ci) * L + d / stride] *
-                             w[((int64_t)ci * Cout + co) * k + j];
-                    }
-                y[((int64_t)b * Cout + co) * Lout + o] = (float)s;
-            }
-}
-
-void conv_transpose1d_naive_backward(int B, int Cin, int L, int Cout, int k, int stride,
-                                     const float *x, const float *w, const float *dy,
-                                     float *dx, float *dw, float *db) {
-    int Lout = (L - 1) * stride + k;
-    for (int b = 0; b < B; b++)
-        for (int ci = 0; ci < Cin; ci++)
-            for (int t = 0; t < L; t++)
-                for (int co = 0; co < Cout; co++)
-                    for (int j = 0; j < k; j++) {
-                        float d = dy[((int64_t)b * Cout + co) * Lout + t * stride + j];
-                        int64_t wi = ((int64_t)ci * Cout + co) * k + j;
-                        int64_t xi = ((int64_t)b * Cin + ci) * L + t;
-                        if (dx) dx[xi] += d * w[wi];
-                        if (dw) dw[wi] += d * x[xi];
-                    }
-    if (db)
-        for (int b = 0; b < B; b++)
-            for (int co = 0; co < Cout; co++)
-                for (int o = 0; o < Lout; o++) db[co] += dy[((int64_t)b * Cout + co) * Lout + o];
-}
-
-typedef struct convt1d_saved {
-    int B, Cin, L, Cout, k, stride;
-} convt1d_saved;
-
-static void convt1d_tape_backward(tape_entry *e) {
-    const convt1d_saved *s = e->saved;
-    tensor *x = e->in[0], *w = e->in[1], *b = e->n_in > 2 ? e->in[2] : NULL;
-    conv_transpose1d_backward(s->B, s->Cin, s->L, s->Cout, s->k, s->stride, x->data, w->data,
-                              e->out->grad, x->requires_grad ? tensor_grad(x) : NULL,
-                              w->requires_grad ? tensor_grad(w) : NULL,
-                              b && b->requires_grad ? tensor_grad(b) : NULL);
-}
-
-tensor *op_conv_transpose1d(tensor *x, tensor *w, tensor *bias, int stride) {
-    char sx[64], sw[64];
-    AG_ASSERT(x->ndim == 3 && w->ndim == 3 && w->shape[0] == x->shape[1] && stride >= 1,
-              "conv_transpose1d of %s with weight %s, stride %d",
-              tensor_shape_str(x, sx, sizeof sx), tensor_shape_str(w, sw, sizeof sw), stride);
-    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[1]),
-              "conv_transpose1d bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
-              tensor_shape_str(w, sw, sizeof sw));
-    convt1d_saved s = {x->shape[0], x->shape[1], x->shape[2], w->shape[1], w->shape[2], stride};
-    int Lout = (s.L - 1) * stride + s.k;
-    tensor *y = tensor_new(T_SHAPE(s.B, s.Cout, Lout));
-    if (s.L > 0)
-        conv_transpose1d_forward(s.B, s.Cin, s.L, s.Cout, s.k, stride, x->data, w->data,
-                                 bias ? bias->data : NULL, y->data);
-    tensor *in[3] = {x, w, bias};
-    int n = bias ? 3 : 2;
-    if (ag_needs_grad(n, in)) {
-        convt1d_saved *sv = arena_alloc(sizeof *sv);
-        *sv = s;
-        ag_record_need("conv_transpose1d", convt1d_tape_backward, y, n, in, sv,
-                       AG_NEED_IN(0) | AG_NEED_IN(1));
-    }
-    return y;
+    return conv2d_run("conv2d", &g, x, w, bias, T_SHAPE(g.B, g.Cout, g.Ho, g.Wo));
 }

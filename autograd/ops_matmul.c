@@ -66,20 +66,6 @@ static void gemm_batch(bool ta, bool tb, int M, int N, int K, int batch, const f
     }
 }
 
-void matmul_naive(bool ta, bool tb, int M, int N, int K, const float *A, const float *B,
-                  float *C) {
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            double s = 0;
-            for (int k = 0; k < K; k++) {
-                double a = ta ? A[(int64_t)k * M + i] : A[(int64_t)i * K + k];
-                double b = tb ? B[(int64_t)j * K + k] : B[(int64_t)k * N + j];
-                s += a * b;
-            }
-            C[(int64_t)i * N + j] = (float)s;
-        }
-}
-
 // ---------------------------------------------------------------------------
 // matmul
 
@@ -383,31 +369,3 @@ tensor *op_attention(tensor *q, int q0, int nq, tensor *kv, int heads, float sca
     return y;
 }
 
-// The reference: per item, plain loops in double (tests compare against it).
-void attention_naive(int B, int Tq, int q0, int Nq, int N, int C, int H, float scale,
-                     const float *q, const float *kv, float *o) {
-    const int c = C / H;
-    double *srow = malloc((size_t)N * sizeof(double));
-    AG_ASSERT(srow != NULL, "out of memory");
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < Nq; i++) {
-                const float *qi = q + ((int64_t)b * Tq + q0 + i) * C + h * c;
-                double m = -1e300, sum = 0;
-                for (int j = 0; j < N; j++) {
-                    const float *kj = kv + ((int64_t)b * N + j) * 2 * C + h * c;
-                    double d = 0;
-                    for (int t = 0; t < c; t++) d += (double)qi[t] * kj[t];
-                    srow[j] = d * scale;
-                    if (srow[j] > m) m = srow[j];
-                }
-                for (int j = 0; j < N; j++) sum += (srow[j] = exp(srow[j] - m));
-                for (int t = 0; t < c; t++) {
-                    double acc = 0;
-                    for (int j = 0; j < N; j++)
-                        acc += srow[j] / sum * kv[((int64_t)b * N + j) * 2 * C + C + h * c + t];
-                    o[((int64_t)b * Nq + i) * C + h * c + t] = (float)acc;
-                }
-            }
-    free(srow);
-}

@@ -1,6 +1,7 @@
 // Raw-pointer kernels behind op_matmul / op_linear / op_conv*, and the naive
-// reference versions the tests compare them against. The fast kernels are also
-// what bench/bench_conv.c times (no tape, no arena).
+// reference versions the tests compare them against (ops_ref.c, linked into
+// the tests only). The fast kernels are also what bench/bench_conv.c times
+// (no tape, no arena).
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -85,6 +86,24 @@ void wino_dw(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, 
 // The conv kernels' shared scratch (64-byte aligned, grown on demand, valid
 // until the next call).
 float *conv_scratch(size_t floats);
+
+// ---- the im2col lowering shared by ops_conv.c and ops_conv1d.c ----
+static inline size_t conv_pad16(size_t n) { return (n + 15) & ~(size_t)15; }
+// x [C, H, W] -> col [C*KH*KW, Ho*Wo]; conv_col2im_add: x += col2im(col).
+void conv_im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad,
+                 int Ho, int Wo, float *col);
+void conv_col2im_add(const float *col, int C, int H, int W, int KH, int KW, int stride,
+                     int pad, int Ho, int Wo, float *x);
+// Whether a batch of B samples is split over the threads (single-threaded
+// sgemm per sample) rather than threading each sgemm.
+bool conv_batch_parallel(int B);
+// db [C] += sum over b and the HW positions of dy [B, C, HW].
+void conv_bias_backward(const float *dy, int B, int C, int64_t HW, float *db);
+// Runs conv2d of geometry g and records its backward; the output has shape
+// out_shape (conv1d passes [B, Cout, Wo]).
+struct tensor;
+struct tensor *conv2d_run(const char *name, const conv2d_geom *g, struct tensor *x,
+                          struct tensor *w, struct tensor *bias, int ndim, const int *out_shape);
 
 // Conv kernels keep one scratch buffer between calls (grown on demand, split
 // per thread inside a call), so the conv ops are not reentrant: call them from
