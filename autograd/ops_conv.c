@@ -515,13 +515,13 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
     if (dx && use_winograd(g)) {
         // dx is the full correlation of dy with the flipped, transposed filters:
         // again a 3x3 stride-1 convolution, with padding 2 - pad.
-        wino_conv(wino_tile(g->H, g->W, false, false), g->B, g->Cout, g->Ho, g->Wo, g->Cin, 2 - g->pad,
-                  g->H, g->W, w, true, NULL, true, dy, dx);
+        wino_conv(wino_tile(g->H, g->W, false, false), g->B, g->Cout, g->Ho, g->Wo, g->Cin,
+                  2 - g->pad, g->H, g->W, w, true, NULL, true, dy, dx);
         dx = NULL;
     }
     if (dw && use_winograd(g)) {
-        wino_dw(wino_tile(g->Ho, g->Wo, false, false), g->B, g->Cin, g->H, g->W, g->Cout, g->pad, g->Ho,
-                g->Wo, x, dy, dw);
+        wino_dw(wino_tile(g->Ho, g->Wo, false, false), g->B, g->Cin, g->H, g->W, g->Cout, g->pad,
+                g->Ho, g->Wo, x, dy, dw);
         dw = NULL;
     }
     if (!dx && !dw) return;
