@@ -437,8 +437,8 @@ static void write_logs(run *r, const double *row) {
 
 // One row of steps.csv per optimizer step: the mean loss over the batch at w (the
 // first pass) and, with SAM, at w + e (the second pass, which the epoch means
-// report), and the second pass's accuracy. Rows after the last checkpoint's step
-// repeat when a run is resumed.
+// report), and the second pass's accuracy. A resume first drops the rows past
+// the checkpoint's step (logs_truncate).
 static void log_step(run *r, int epoch, int batch, double lr, double loss2, int64_t correct,
                      int n) {
     double red[3] = {r->loss_at_w, loss2, (double)correct};
@@ -508,10 +508,12 @@ static int stop_requested(void) {
     return sig;
 }
 
-// A resumed run repeats the epoch a crash interrupted: rows of log.csv and
-// log.jsonl past the checkpoint's epochs (and a half-written last line) are
-// dropped first, so each epoch appears once. Rewritten atomically.
-static void logs_truncate(run *r, const char *name, const char *epoch_key) {
+// A resumed run repeats what a crash interrupted: rows of log.csv and
+// log.jsonl past the checkpoint's epochs, rows of steps.csv past its step (and
+// a half-written last line) are dropped first, so each epoch and each step
+// appears once. key: what precedes the row's number ("" for the first csv
+// column); limit: the last number kept. Rewritten atomically.
+static void logs_truncate(run *r, const char *name, const char *key, int64_t limit) {
     char path[1100], tmp[1110];
     snprintf(path, sizeof path, "%s/%s", r->o.out_dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -523,10 +525,10 @@ static void logs_truncate(run *r, const char *name, const char *epoch_key) {
     ssize_t n;
     int dropped = 0;
     while (out && (n = getline(&line, &cap, in)) > 0) {
-        const char *k = strstr(line, epoch_key);
-        long e = k ? strtol(k + strlen(epoch_key), NULL, 10) : 0;
-        bool header = !strncmp(line, "epoch,", 6);   // log.csv's first line
-        bool keep = line[n - 1] == '\n' && (header || (k && e >= 1 && e <= r->ci.epoch));
+        const char *k = strstr(line, key);
+        long long e = k ? strtoll(k + strlen(key), NULL, 10) : 0;
+        bool header = !strncmp(line, "epoch,", 6) || !strncmp(line, "step,", 5);   // csv heads
+        bool keep = line[n - 1] == '\n' && (header || (k && e >= 1 && e <= limit));
         if (keep) fputs(line, out);
         else dropped++;
     }
@@ -534,8 +536,9 @@ static void logs_truncate(run *r, const char *name, const char *epoch_key) {
     fclose(in);
     if (out && fclose(out) == 0 && rename(tmp, path) == 0) {
         if (dropped)
-            fprintf(r->log, "%s: dropped %d row%s past epoch %d (written before the "
-                    "interruption)\n", path, dropped, dropped == 1 ? "" : "s", r->ci.epoch);
+            fprintf(r->log, "%s: dropped %d row%s past %s %lld (written before the "
+                    "interruption)\n", path, dropped, dropped == 1 ? "" : "s",
+                    strcmp(name, "steps.csv") ? "epoch" : "step", (long long)limit);
     } else {
         remove(tmp);
     }
@@ -766,8 +769,9 @@ static int setup(run *r, const train_args *a, char *err, size_t errlen) {
                 a->resume, r->ci.epoch, (long long)r->step, r->ci.best_acc);
         if (dist_is_root()) {
             // csv rows start with the epoch; jsonl rows carry "epoch": N
-            logs_truncate(r, "log.csv", "");
-            logs_truncate(r, "log.jsonl", "\"epoch\": ");
+            logs_truncate(r, "log.csv", "", r->ci.epoch);
+            logs_truncate(r, "log.jsonl", "\"epoch\": ", r->ci.epoch);
+            logs_truncate(r, "steps.csv", "", r->step);
         }
     } else {
         // fresh run: the backbones first (as the official model's constructor), then train.init
