@@ -341,6 +341,18 @@ static void tiny_config(config *c, const char *out, const char *max_steps) {
     validate(c);
 }
 
+// The first data row of a log.csv without its last column (the seconds).
+static void log_row(const char *path, char *out, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("cannot read %s", path);
+    char head[512];
+    if (!fgets(head, sizeof head, f) || !fgets(out, (int)cap, f)) fail_msg("%s: no data row", path);
+    fclose(f);
+    char *c = strrchr(out, ',');
+    if (!c) fail_msg("%s: not a csv row: %s", path, out);
+    *c = 0;
+}
+
 // train.max_steps stops inside an epoch with a checkpoint at that position; a
 // resume with a larger limit continues bit-identically to a run that never stopped
 // (drop path on: its random stream is part of what must continue).
@@ -387,6 +399,12 @@ static void test_max_steps_resume(void **st) {
     assert_memory_equal(a.params, b.params, (size_t)a.n_params * sizeof(float));
     train_result_free(&b);
     fclose(log);
+    // log.csv: the epoch the stop cut in two logs the means over all its batches,
+    // as the straight run's (every column but the seconds).
+    char la[512], lb[512];
+    log_row(tp("/straight/log.csv"), la, sizeof la);
+    log_row(tp("/stopped/log.csv"), lb, sizeof lb);
+    assert_string_equal(la, lb);
     // steps.csv: one row per step, the stopped run's 3 then the resumed run's 4.
     double rows[16][2], rows_a[16][2];
     assert_int_equal(read_steps(tp("/straight/steps.csv"), rows_a, 16), 7);

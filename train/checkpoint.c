@@ -144,6 +144,10 @@ static int write_body(hid_t f, const param_store *s, const optimizer *opt, const
         write_i64(f, "progress/global_step", ci->global_step, err, errlen) ||
         write_i64(f, "progress/best_epoch", ci->best_epoch, err, errlen))
         return -1;
+    if (ci->batches_done > 0 && write_f64(f, "progress/epoch_partial", ci->epoch_partial, 1, 3)) {
+        snprintf(err, errlen, "cannot write progress/epoch_partial");
+        return -1;
+    }
     if (write_f64(f, "progress/best_acc", &ci->best_acc, -1, 0) ||
         write_f64(f, "progress/last_lr", &ci->last_lr, -1, 0) ||
         write_f64(f, "history", ci->hist, ci->n_hist, CKPT_HIST_COLS)) {
@@ -274,6 +278,17 @@ static int read_info(hid_t f, ckpt_info *ci, char *err, size_t errlen) {
     if (read_f64(f, what, &d) != 1) goto bad;
     ci->last_lr = d[0];
     free(d);
+    what = "progress/epoch_partial";   // optional: absent at epoch ends and in older files
+    if (h5_exists(f, what)) {
+        if (read_f64(f, what, &d) != 3 || !(d[0] >= 0) || !(d[1] >= 0) || !(d[2] >= d[1])) {
+            free(d);
+            snprintf(err, errlen, "%s: expected 3 values (loss sum, correct, samples) with "
+                     "0 <= correct <= samples", what);
+            return -1;
+        }
+        memcpy(ci->epoch_partial, d, sizeof ci->epoch_partial);
+        free(d);
+    }
     what = "history";
     int64_t n = read_f64(f, what, &d);
     if (n < 0 || n % CKPT_HIST_COLS) goto bad;

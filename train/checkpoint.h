@@ -4,7 +4,10 @@
 //   /state_dict/...   the model state (layers/state_io.h: one dataset per tensor)
 //   /optimizer/...    optimizer state (train/optim.h)
 //   /progress/...     epoch, batches_done (sampler position), global_step,
-//                     best_acc, best_epoch, last_lr (float64 / int64 scalars)
+//                     best_acc, best_epoch, last_lr (float64 / int64 scalars);
+//                     epoch_partial float64 [3] (optional, written inside an
+//                     epoch): the interrupted epoch's loss sum, correct count and
+//                     samples so far, so its logged means cover the whole epoch
 //   /rng/<name>       every RNG state: int64 [6] = s[0..3], has_spare, spare bits
 //   /history          float64 [epochs, CKPT_HIST_COLS] per-epoch log (curves)
 //   /config           the resolved configuration text (uint8, INI)
@@ -41,6 +44,7 @@ typedef struct ckpt_info {
     double best_acc;           // best validation accuracy so far (-1: none)
     int best_epoch;            // its epoch (1-based), 0 if none
     double last_lr;
+    double epoch_partial[3];   // loss sum, correct, samples of the batches_done batches
     int n_rng;
     char rng_name[CKPT_MAX_RNG][32];
     rng rngs[CKPT_MAX_RNG];

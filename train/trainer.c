@@ -544,6 +544,16 @@ static void logs_truncate(run *r, const char *name, const char *key, int64_t lim
     }
 }
 
+// What a checkpoint inside an epoch keeps of it: the loss and correct sums over
+// all ranks (every rank calls this at the same step) and the samples seen.
+static void epoch_partial_set(run *r, double loss_sum, int64_t correct, int64_t seen) {
+    double red[2] = {loss_sum, (double)correct};
+    if (dist_active()) dist_allreduce_sum_f64(red, 2);
+    r->ci.epoch_partial[0] = red[0];
+    r->ci.epoch_partial[1] = red[1];
+    r->ci.epoch_partial[2] = (double)seen;
+}
+
 static int save_ckpt(run *r, const char *name, char *err, size_t errlen) {
     if (!dist_is_root()) return 0;   // rank 0 alone writes
     char path[1100];
@@ -886,6 +896,15 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
         if (start_batch) loader_seek(r->L, epoch, start_batch);
         double loss_sum = 0, lr = r->oo.lr;
         int64_t correct = 0, seen = 0, seen_local = 0;
+        if (start_batch) {
+            // The interrupted epoch's sums so far (over all ranks; rank 0 carries
+            // them into the epoch-end reduction), so its logged means cover it all.
+            seen = seen_local = (int64_t)r->ci.epoch_partial[2];
+            if (dist_is_root()) {
+                loss_sum = r->ci.epoch_partial[0];
+                correct = (int64_t)r->ci.epoch_partial[1];
+            }
+        }
         double last_print = 0;
         int stop_batch = bpe;   // < bpe: train.max_steps stopped the epoch there
         for (int b = start_batch; b < bpe; b++) {
@@ -919,6 +938,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
                 r->ci.epoch = epoch;
                 r->ci.batches_done = b + 1;
                 r->ci.last_lr = lr;
+                epoch_partial_set(r, loss_sum, correct, seen);
                 char e2[1024] = "";
                 if (save_ckpt(r, "last.h5", e2, sizeof e2))
                     snprintf(err, errlen, "stopped by %s; %s", strsignal(stop_sig), e2);
@@ -960,6 +980,7 @@ int train_run(config *c, const train_args *a, train_result *res, char *err, size
             r->ci.epoch = epoch;
             r->ci.batches_done = loader_position(r->L);
             r->ci.last_lr = lr;
+            epoch_partial_set(r, loss_sum, correct, seen);
             if (save_ckpt(r, "last.h5", err, errlen)) rc = -1;
             else
                 fprintf(r->log, "train.max_steps = %lld reached in epoch %d after batch %d of %d; "
