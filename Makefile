@@ -25,7 +25,7 @@ LDLIBS  += $(MPI_LIBS)
 endif
 
 BUILD   ?= build
-LIB_SRC := $(sort $(filter-out train/cli.c,$(wildcard autograd/*.c layers/*.c data/*.c train/*.c eval/*.c)))
+LIB_SRC := $(sort $(filter-out cli/main.c,$(wildcard common/*.c autograd/*.c layers/*.c data/*.c train/*.c eval/*.c cli/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -56,7 +56,7 @@ $(BUILD)/libposter.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(POSTER): $(BUILD)/train/cli.o $(BUILD)/libposter.a
+$(POSTER): $(BUILD)/cli/main.o $(BUILD)/libposter.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	@ln -sf $(BUILD)/poster poster 2>/dev/null || true
 

@@ -6,7 +6,7 @@
 #include <stdio.h>
 
 #include "autograd/tensor.h"
-#include "train/config.h"
+#include "common/config.h"
 
 // Registers the data.* keys: data.format (rafdb|ferplus|affectnet|folder|csv),
 // data.root, data.num_classes, data.channel_order (bgr|rgb|auto), data.skip_bad,

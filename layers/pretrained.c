@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "train/pth_read.h"
+#include "common/pth_read.h"
 
 static const config_key k_pretrained[] = {
     {"model.pretrained_ir50", CK_STR, "", 0, 0, NULL,

@@ -1,7 +1,7 @@
 // A model's state in HDF5 (layers/state_io.h): group state_dict, one dataset
 // per tensor under its dotted name, float32 (int64 scalars for
 // num_batches_tracked); file attrs format = "poster-state", version = 1 and
-// model_options. train/pth_read.c writes the same layout from PyTorch files.
+// model_options. common/pth_read.c writes the same layout from PyTorch files.
 #include "layers/state_io.h"
 
 #include <stdio.h>
@@ -9,7 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
+
+_Static_assert(H5_MAXDIM == T_MAXDIM, "h5io shape arrays hold a tensor's dimensions");
 
 #define STATE_FORMAT "poster-state"
 #define STATE_VERSION 1

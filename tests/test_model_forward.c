@@ -9,7 +9,7 @@
 
 #include "layers/poster.h"
 #include "layers/state_io.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/loss.h"
 
 #define SMALL "depth=1 ir_units=2,1,2"

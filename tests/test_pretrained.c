@@ -13,7 +13,7 @@
 #include "data/data_internal.h"
 #include "layers/pretrained.h"
 #include "test_util.h"
-#include "train/pth_read.h"
+#include "common/pth_read.h"
 #include "train/trainer.h"
 
 #define FX "tests/fixtures/pretrained/"

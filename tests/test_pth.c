@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include "test_util.h"
-#include "train/pth_read.h"
-#include "train/unpickle.h"
+#include "common/pth_read.h"
+#include "common/unpickle.h"
 
 #define PTH_DIR FIXTURE_DIR "/pth"
 

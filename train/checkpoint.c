@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "train/ema.h"
 
 volatile int ckpt_fault_inject = 0;

@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #include "autograd/tensor.h"
-#include "train/config.h"
+#include "common/config.h"
 
 // Exit code of a rank that ends the job because of a distributed failure.
 #define DIST_EXIT_FAILURE 3

@@ -17,10 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "eval/plot.h"
 #include "layers/poster.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 #define SWEEP_MAX_GRIDS 8

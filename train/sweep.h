@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "train/config.h"
+#include "common/config.h"
 
 // Registers sweep.grid, sweep.seeds, sweep.out, sweep.jobs: a recipe can carry
 // its sweep ([sweep] section, e.g. configs/ablation_pyramid.ini); `poster train`

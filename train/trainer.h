@@ -16,7 +16,7 @@
 #include "data/dataset.h"
 #include "eval/metrics.h"
 #include "layers/poster.h"
-#include "train/config.h"
+#include "common/config.h"
 #include "train/loss.h"
 
 enum { NONFINITE_STOP = 0, NONFINITE_SKIP = 1 };

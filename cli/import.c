@@ -9,9 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
-#include "train/cli.h"
-#include "train/pth_read.h"
+#include "common/h5io.h"
+#include "cli/cli.h"
+#include "common/pth_read.h"
 
 #define STATE_FORMAT "poster-state"
 #define STATE_VERSION 1

@@ -5,9 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "data/data_internal.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f) {

@@ -1,7 +1,7 @@
 // PyTorch checkpoint reader (see pth_read.h): the two torch.save containers,
 // storage bookkeeping, finding the state dict, materializing tensors, and
 // loading by name+shape into a param_store.
-#include "pth_read.h"
+#include "common/pth_read.h"
 
 #include <hdf5.h>
 #include <stdarg.h>
@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <zip.h>
 
-#include "autograd/h5io.h"
-#include "train/unpickle.h"
+#include "common/h5io.h"
+#include "common/unpickle.h"
 
 __attribute__((format(printf, 3, 4))) static int errf(char *err, size_t errlen, const char *fmt,
                                                       ...) {

@@ -5,7 +5,7 @@
 //     protocol and sys_info pickles, the main pickle, the sorted storage keys,
 //     then each storage as an int64 element count and its raw bytes;
 //   - our own HDF5 state files (datasets under group `state_dict`).
-// The pickle is read by a restricted unpickler (train/unpickle.h) that never
+// The pickle is read by a restricted unpickler (common/unpickle.h) that never
 // executes anything. The state dict is found as the top-level dict or under
 // 'state_dict', 'model_state_dict' or 'model'; a 'module.' prefix (DataParallel)
 // is stripped. Float tensors (float32/16, bfloat16, float64) come out as float32,

@@ -6,7 +6,7 @@
 
 #include "train/checkpoint.h"
 #include "train/dist.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f, const config *c) {

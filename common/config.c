@@ -1,5 +1,5 @@
 // INI configuration through libinih, with registered, typed keys.
-#include "config.h"
+#include "common/config.h"
 
 #include <errno.h>
 #include <ini.h>

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "autograd/ops.h"
 #include "data/data_internal.h"
 #include "eval/metrics.h"
@@ -18,7 +18,7 @@
 #include "layers/pretrained.h"
 #include "layers/state_io.h"
 #include "train/checkpoint.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t errlen);

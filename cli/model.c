@@ -5,11 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "autograd/ops.h"
 #include "layers/poster.h"
 #include "layers/state_io.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/loss.h"
 
 // Only the model.* and loss.* keys matter here; a full training recipe may be
