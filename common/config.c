@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "autograd/tensor.h"
+#include "common/check.h"
 
 void config_init(config *c) { memset(c, 0, sizeof(*c)); }
 

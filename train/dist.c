@@ -116,23 +116,14 @@ void dist_shard(int64_t n, int rank, int size, int64_t *start, int64_t *count) {
 // Hashes (splitmix64 finalizer over 64-bit words; per-block results combined in
 // order so the hash does not depend on the thread count).
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 static uint64_t hash_words(const uint32_t *w, int64_t n, uint64_t h) {
     int64_t i = 0;
     for (; i + 1 < n; i += 2) {
         uint64_t v = (uint64_t)w[i] | ((uint64_t)w[i + 1] << 32);
-        h = mix64(h ^ v) + 0x9e3779b97f4a7c15ULL;
+        h = hash_mix64(h ^ v) + HASH_GOLDEN;
     }
-    if (i < n) h = mix64(h ^ (uint64_t)w[i] ^ 0xa5a5a5a500000000ULL);
-    return mix64(h ^ (uint64_t)n);
+    if (i < n) h = hash_mix64(h ^ (uint64_t)w[i] ^ 0xa5a5a5a500000000ULL);
+    return hash_mix64(h ^ (uint64_t)n);
 }
 
 uint64_t dist_hash_floats(const float *x, int64_t n) {
@@ -147,21 +138,21 @@ uint64_t dist_hash_floats(const float *x, int64_t n) {
         part[b] = hash_words((const uint32_t *)(x + a), m, (uint64_t)b);
     }
     uint64_t h = 0x5eed;
-    for (int64_t b = 0; b < nb; b++) h = mix64(h ^ part[b]) + (uint64_t)b;
+    for (int64_t b = 0; b < nb; b++) h = hash_mix64(h ^ part[b]) + (uint64_t)b;
     free(part);
-    return mix64(h ^ (uint64_t)n);
+    return hash_mix64(h ^ (uint64_t)n);
 }
 
 static __attribute__((unused)) uint64_t param_hash(const param_store *s, const param *p) {
     if (p->kind == PARAM_COUNTER)
-        return mix64((uint64_t)*p->counter ^ 0xc0ffee);
+        return hash_mix64((uint64_t)*p->counter ^ 0xc0ffee);
     return dist_hash_floats(s->data + p->offset, p->numel);
 }
 
 uint64_t dist_store_hash(const param_store *s) {
     AG_ASSERT(s->finalized, "param_store not finalized");
     uint64_t h = dist_hash_floats(s->data, s->n_float);
-    for (int i = 0; i < s->n_counters; i++) h = mix64(h ^ (uint64_t)s->counters[i]) + 1;
+    for (int i = 0; i < s->n_counters; i++) h = hash_mix64(h ^ (uint64_t)s->counters[i]) + 1;
     return h;
 }
 
