@@ -12,7 +12,7 @@ CFLAGS  += $(OPT) -g -fopenmp -std=gnu11 -Wall -Wextra -I. $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -Wl,-rpath,$(BLAS_DIR) -lm -lpthread
 LDFLAGS += -fopenmp
 
-# MPI (data-parallel training, train/dist.c): on when mpicc is found, or force
+# MPI (data-parallel training, common/dist.c): on when mpicc is found, or force
 # with MPI=1 / MPI=0. Flags from pkg-config ompi-c, else mpicc's own.
 ifeq ($(origin MPI),undefined)
 MPI := $(if $(shell command -v mpicc 2>/dev/null),1,0)

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
-#include "train/dist.h"
+#include "common/dist.h"
 #include "cli/cli.h"
 #include "train/trainer.h"
 
@@ -114,7 +114,7 @@ static int train_main(int argc, char **argv) {
     return 0;
 }
 
-// Under mpirun every rank runs the same command (see train/dist.h); a rank that
+// Under mpirun every rank runs the same command (see common/dist.h); a rank that
 // fails ends the whole job (dist_finalize), so no rank waits for a failed one.
 int cli_train(int argc, char **argv) {
     char err[512];

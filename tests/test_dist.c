@@ -1,4 +1,4 @@
-// Data-parallel training (train/dist.c): the shard arithmetic and the
+// Data-parallel training (common/dist.c): the shard arithmetic and the
 // single-process implementation here; under `mpirun -np 2 --oversubscribe`
 // (loopback) the collectives, the 2-rank == 1-process-with-2-micro-batches
 // equivalence, sharded evaluation, and failures that must end the job (a rank
@@ -16,7 +16,7 @@
 #include "layers/poster.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
-#include "train/dist.h"
+#include "common/dist.h"
 
 
 static char g_bin_dir[1024];

@@ -15,7 +15,7 @@
 #include "eval/plot.h"
 #include "eval/tta.h"
 #include "train/checkpoint.h"
-#include "train/dist.h"
+#include "common/dist.h"
 #include "train/ema.h"
 #include "train/optim.h"
 #include "train/sched.h"

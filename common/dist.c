@@ -1,7 +1,7 @@
 // The distributed layer (see dist.h). Every MPI call lives in this file; the
 // rest of the program sees ranks, reductions and a shard, and runs unchanged in
 // a single process.
-#include "train/dist.h"
+#include "common/dist.h"
 
 #include <errno.h>
 #include <pthread.h>
