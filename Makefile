@@ -48,7 +48,7 @@ $(BUILD)/%.o: %.c $(wildcard */*.h)
 # dist.o depends on MPI on/off: rebuild it when MPI= changes in this build folder.
 $(BUILD)/.mpi-flag: FORCE
 	@mkdir -p $(BUILD); echo "$(MPI)" | cmp -s - $@ || echo "$(MPI)" > $@
-$(BUILD)/train/dist.o: $(BUILD)/.mpi-flag
+$(BUILD)/common/dist.o: $(BUILD)/.mpi-flag
 .PHONY: FORCE
 FORCE:
 

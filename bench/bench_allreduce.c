@@ -29,6 +29,7 @@
 #include "autograd/tensor.h"
 #include "layers/poster.h"
 #include "common/dist.h"
+#include "train/dist_store.h"
 
 #define LARGE_MODEL_FLOATS 57995023LL
 

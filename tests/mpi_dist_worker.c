@@ -24,6 +24,7 @@
 #include "autograd/ops.h"
 #include "autograd/tensor.h"
 #include "common/dist.h"
+#include "train/dist_store.h"
 
 #define CHECK(cond, ...)                                                         \
     do {                                                                         \

@@ -17,6 +17,7 @@
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "common/dist.h"
+#include "train/dist_store.h"
 
 
 static char g_bin_dir[1024];

@@ -16,6 +16,7 @@
 #include "eval/tta.h"
 #include "train/checkpoint.h"
 #include "common/dist.h"
+#include "train/dist_store.h"
 #include "train/ema.h"
 #include "train/optim.h"
 #include "train/sched.h"
