@@ -12,9 +12,7 @@
 #include "common/h5io.h"
 #include "cli/cli.h"
 #include "common/pth_read.h"
-
-#define STATE_FORMAT "poster-state"
-#define STATE_VERSION 1
+#include "layers/state_io.h"
 
 static void usage(FILE *f) {
     fprintf(f,

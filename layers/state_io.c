@@ -13,9 +13,6 @@
 
 _Static_assert(H5_MAXDIM == T_MAXDIM, "h5io shape arrays hold a tensor's dimensions");
 
-#define STATE_FORMAT "poster-state"
-#define STATE_VERSION 1
-
 int state_write(hid_t f, const char *group, const param_store *s, char *err, size_t errlen) {
     AG_ASSERT(s->finalized, "state_write before store_finalize");
     h5_quiet();
@@ -237,7 +234,7 @@ int state_load(const char *path, param_store *s, bool strict, state_report *rep,
     char fmt[64] = "";
     int64_t ver = 0;
     if (h5_read_attr_str(f, "/", "format", fmt, sizeof fmt) == 0 && strcmp(fmt, STATE_FORMAT) &&
-        strcmp(fmt, "poster-checkpoint")) {
+        strcmp(fmt, STATE_CHECKPOINT_FORMAT)) {
         snprintf(err, errlen, "%s: format '%s', expected '%s'", path, fmt, STATE_FORMAT);
         h5_close(f);
         return -1;

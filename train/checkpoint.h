@@ -24,7 +24,7 @@
 #include "layers/state_io.h"
 #include "train/optim.h"
 
-#define CKPT_FORMAT "poster-checkpoint"
+#define CKPT_FORMAT STATE_CHECKPOINT_FORMAT   // "poster-checkpoint"
 #define CKPT_VERSION 2
 #define CKPT_MAX_RNG 8
 
