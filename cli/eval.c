@@ -17,13 +17,15 @@
 #include "eval/tta.h"
 #include "layers/pretrained.h"
 #include "layers/state_io.h"
+#include "layers/weights.h"
 #include "train/checkpoint.h"
 #include "cli/cli.h"
 #include "train/trainer.h"
 
 int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t errlen);
 
-// Loads weights strictly from a training checkpoint or a poster-state file.
+// Loads weights strictly from a training checkpoint, a poster-state file or an
+// official PyTorch checkpoint (the format is detected).
 static int load_weights_strict(const char *path, param_store *s, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");   // not HDF5: a PyTorch (official POSTER) checkpoint
     unsigned char sig[8] = {0};
@@ -37,9 +39,9 @@ static int load_weights_strict(const char *path, param_store *s, char *err, size
     char fmt[64] = "";
     h5_read_attr_str(f, "/", "format", fmt, sizeof fmt);
     h5_close(f);
+    // a checkpoint's own checks (version, stored configuration) come with ckpt_load
     if (!strcmp(fmt, CKPT_FORMAT)) return ckpt_load(path, s, NULL, NULL, err, errlen);
-    state_report rep;
-    return state_load(path, s, true, &rep, NULL, err, errlen);
+    return weights_load(s, path, "", true, NULL, NULL, err, errlen);
 }
 
 static void eval_usage(FILE *f) {

@@ -9,6 +9,7 @@
 #include "autograd/ops.h"
 #include "layers/poster.h"
 #include "layers/state_io.h"
+#include "layers/weights.h"
 #include "cli/cli.h"
 #include "train/loss.h"
 
@@ -235,7 +236,7 @@ int cli_forward(int argc, char **argv) {
     }
     param_store *s = poster_store(m);
     state_report rep;
-    if (state_load(weights, s, true, &rep, NULL, err, sizeof err)) {
+    if (weights_load(s, weights, "", true, &rep, NULL, err, sizeof err)) {
         fprintf(stderr, "poster forward: %s\n", err);
         goto done;
     }
