@@ -22,8 +22,6 @@
 #include "cli/cli.h"
 #include "train/trainer.h"
 
-int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t errlen);
-
 // Loads weights strictly from a training checkpoint, a poster-state file or an
 // official PyTorch checkpoint (the format is detected).
 static int load_weights_strict(const char *path, param_store *s, char *err, size_t errlen) {
@@ -68,7 +66,7 @@ static int load_config(config *c, const char *ckpt, int argc, char **argv, char 
         return -1;
     }
     char e2[1024];
-    bool from_ckpt = train_cli_load_ckpt_config(c, ckpt, e2, sizeof e2) == 0;
+    bool from_ckpt = cli_load_ckpt_config(c, ckpt, e2, sizeof e2) == 0;
     if (config_from_args(c, argc, argv, rest, nrest, err, errlen)) return -1;
     if (!from_ckpt && !c->path[0]) {
         snprintf(err, errlen, "%s; give the model and data with --config FILE", e2);
