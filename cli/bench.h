@@ -17,7 +17,7 @@
 
 #include "layers/poster.h"
 #include "layers/poster_flops.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 #include "train/optim.h"
 
 enum { BENCH_FORWARD = 0, BENCH_FWD_BWD = 1, BENCH_STEP = 2 };

@@ -11,7 +11,7 @@
 #include "layers/state_io.h"
 #include "layers/weights.h"
 #include "cli/cli.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 
 // Only the model.* and loss.* keys matter here; a full training recipe may be
 // given, its other sections are ignored (the training commands check them).

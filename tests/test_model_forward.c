@@ -10,7 +10,7 @@
 #include "layers/poster.h"
 #include "layers/state_io.h"
 #include "cli/cli.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 
 #define SMALL "depth=1 ir_units=2,1,2"
 

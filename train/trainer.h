@@ -17,7 +17,7 @@
 #include "eval/metrics.h"
 #include "layers/poster.h"
 #include "common/config.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 
 enum { NONFINITE_STOP = 0, NONFINITE_SKIP = 1 };
 
