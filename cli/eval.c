@@ -144,7 +144,7 @@ int cli_eval(int argc, char **argv) {
     double loss;
     fprintf(stderr, "evaluating %s on split '%s' (%d samples)%s\n", ckpt, split, dataset_size(d),
             ea.tta ? ", TTA: mean softmax of the image and its horizontal flip" : "");
-    if (train_evaluate(m, d, &ea, &cm, &loss, NULL, err, sizeof err)) {
+    if (eval_model(m, d, &ea, &cm, &loss, NULL, err, sizeof err)) {
         fprintf(stderr, "poster eval: %s\n", err);
         confusion_free(&cm);
         goto done;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/atomic.h"
 #include "common/h5io.h"
 #include "autograd/ops.h"
 #include "layers/poster.h"
@@ -142,12 +143,9 @@ static int write_outputs(const char *path, poster_model *m, tensor *logits, tens
         snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
         rc = -1;
     }
-    if (!rc && rename(tmp, path)) {
-        snprintf(err, errlen, "%s: cannot rename %s over it", path, tmp);
-        rc = -1;
-    }
-    if (rc) remove(tmp);
-    return rc ? -1 : 0;
+    if (!rc) return atomic_commit(tmp, path, err, errlen);
+    remove(tmp);
+    return -1;
 }
 
 // Options: config (file / --set) first; keys it leaves unset come from the

@@ -458,9 +458,11 @@ void dist_allreduce_mean(float *buf, int64_t n) {
     for (int64_t i = 0; i < n; i++) buf[i] *= inv;
 }
 
-// Test hook: POSTER_DIST_TEST_KILL=R:K makes rank R kill itself (SIGKILL) on
-// entering its K-th gradient allreduce, to test that a rank dying mid-epoch ends
-// the job and leaves the last checkpoint intact.
+#ifdef POSTER_TEST_HOOKS
+// Test hook (only in test builds, -DPOSTER_TEST_HOOKS: libposter_hooks.a and the
+// tests' poster_hooks binary): POSTER_DIST_TEST_KILL=R:K makes rank R kill itself
+// (SIGKILL) on entering its K-th gradient allreduce, to test that a rank dying
+// mid-epoch ends the job and leaves the last checkpoint intact.
 static void test_kill_hook(void) {
     static int armed = -1, calls;
     static int kill_rank, kill_at;
@@ -475,6 +477,9 @@ static void test_kill_hook(void) {
         raise(SIGKILL);
     }
 }
+#else
+static inline void test_kill_hook(void) {}
+#endif
 
 void dist_allreduce_grads(float *buf, int64_t n, float scale) {
     test_kill_hook();

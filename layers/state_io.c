@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/atomic.h"
 #include "common/h5io.h"
 #include "layers/weights.h"
 
@@ -160,13 +161,9 @@ int state_save(const char *path, const param_store *s, const char *model_options
         rc = -1;
     }
     if (!rc) {
-        FILE *fp = fopen(tmp, "rb+");   // make the data durable before the rename
-        if (fp) {
-            fsync(fileno(fp));
-            fclose(fp);
-        }
-        if (rename(tmp, path)) {
-            snprintf(err, errlen, "%s: cannot rename %s over it", path, tmp);
+        char e2[1000];
+        if (atomic_commit(tmp, path, e2, sizeof e2)) {
+            snprintf(err, errlen, "%s: %s", path, e2);
             rc = -1;
         }
     }

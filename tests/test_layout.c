@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 // Runs cmd; its output (stdout and stderr) into out; returns the exit status.
 static int run(const char *cmd, char *out, size_t n) {
@@ -68,10 +69,30 @@ static void test_planted_violations_are_found(void **state) {
     assert_int_equal(lines, 4);
 }
 
+// The release program has no test hooks; the test build has them (so the
+// check below can fail).
+static void test_release_binary_has_no_hooks(void **state) {
+    (void)state;
+    const char *bin = getenv("POSTER_BIN"), *hooks = getenv("POSTER_HOOKS_BIN");
+    if (!bin || !hooks || access(bin, X_OK) || access(hooks, X_OK))
+        tu_skip("POSTER_BIN and POSTER_HOOKS_BIN not set (make test sets them)");
+    char cmd[2048], out[256];
+    const char *marks[] = {"POSTER_DIST_TEST_KILL", "ckpt_fault_inject"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "grep -c '%s' '%s'", marks[i], bin);
+        int rc = run(cmd, out, sizeof out);
+        if (rc != 1) fail_msg("%s holds %s (grep rc %d: %s)", bin, marks[i], rc, out);
+        snprintf(cmd, sizeof cmd, "grep -c '%s' '%s'", marks[i], hooks);
+        rc = run(cmd, out, sizeof out);
+        if (rc != 0) fail_msg("%s lacks %s (grep rc %d)", hooks, marks[i], rc);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repository_follows_the_rule),
         cmocka_unit_test(test_planted_violations_are_found),
+        cmocka_unit_test(test_release_binary_has_no_hooks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

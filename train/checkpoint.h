@@ -77,6 +77,9 @@ int ckpt_read_class_names(const char *path, char **text, char *err, size_t errle
 int ckpt_load_weights(const char *path, param_store *s, state_report *rep, FILE *log,
                       char *err, size_t errlen);
 
-// Test hook: when non-zero, ckpt_save raises SIGKILL on itself after writing the
-// model state (simulates a crash in the middle of a write).
+#ifdef POSTER_TEST_HOOKS
+// Test hook (only in test builds, -DPOSTER_TEST_HOOKS: libposter_hooks.a): when
+// non-zero, ckpt_save raises SIGKILL on itself after writing the model state
+// (simulates a crash in the middle of a write).
 extern volatile int ckpt_fault_inject;
+#endif

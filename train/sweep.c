@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/atomic.h"
 #include "common/h5io.h"
 #include "eval/plot.h"
 #include "layers/poster.h"
@@ -356,12 +357,8 @@ static int run_config(const sweep *sw, int ci, uint64_t seed, config *out, char 
 // sweep's own keys and the output folder (given by --out).
 static int write_run_ini(const config *c, const char *path, char *err, size_t errlen) {
     char tmp[1800];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        return -1;
-    }
+    FILE *f = atomic_fopen(path, "w", tmp, sizeof tmp, err, errlen);
+    if (!f) return -1;
     fprintf(f, "# written by poster sweep: the recipe's keys, this combination and seed\n");
     char sec[96] = "";
     for (int i = 0; i < c->n; i++) {
@@ -375,12 +372,7 @@ static int write_run_ini(const config *c, const char *path, char *err, size_t er
         }
         fprintf(f, "%s = %s\n", dot + 1, e->value);
     }
-    if (fclose(f) || rename(tmp, path)) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    return atomic_fclose(f, tmp, path, err, errlen);
 }
 
 // Epochs recorded in a checkpoint (progress/epoch), -1 when unreadable.
@@ -486,8 +478,7 @@ static int write_summary(sweep *sw, FILE *log) {
     int rc = 0;
     // runs.csv: one row per run
     snprintf(path, sizeof path, "%s/runs.csv", sw->out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = atomic_fopen(path, "w", tmp, sizeof tmp, err, sizeof err);
     if (f) {
         for (int g = 0; g < sw->ng; g++) fprintf(f, "%s,", sw->g[g].key);
         fprintf(f, "seed,status,best_epoch,best_weights,val_acc,val_f1,val_score,final_acc,"
@@ -514,12 +505,11 @@ static int write_summary(sweep *sw, FILE *log) {
             }
             fprintf(f, ",%s\n", r->dir);
         }
-        if (fclose(f) || rename(tmp, path)) rc = -1;
+        if (atomic_fclose(f, tmp, path, err, sizeof err)) rc = -1;
     } else rc = -1;
     // summary.csv: one row per combination
     snprintf(path, sizeof path, "%s/summary.csv", sw->out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    f = fopen(tmp, "w");
+    f = atomic_fopen(path, "w", tmp, sizeof tmp, err, sizeof err);
     if (f) {
         for (int g = 0; g < sw->ng; g++) fprintf(f, "%s,", sw->g[g].key);
         fprintf(f, "runs");
@@ -541,12 +531,11 @@ static int write_summary(sweep *sw, FILE *log) {
             if (s->secs.n) fprintf(f, ",%.2f\n", s->secs.mean);
             else fprintf(f, ",\n");
         }
-        if (fclose(f) || rename(tmp, path)) rc = -1;
+        if (atomic_fclose(f, tmp, path, err, sizeof err)) rc = -1;
     } else rc = -1;
     // summary.md
     snprintf(path, sizeof path, "%s/summary.md", sw->out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    f = fopen(tmp, "w");
+    f = atomic_fopen(path, "w", tmp, sizeof tmp, err, sizeof err);
     if (f) {
         fprintf(f, "# Sweep summary\n\n    %s\n\n", sw->cmdline);
         fprintf(f, "%d of %d runs finished (%d combination%s x %d seed%s). Per combination: mean "
@@ -596,7 +585,7 @@ static int write_summary(sweep *sw, FILE *log) {
         }
         fprintf(f, "\nPer run: runs.csv; the same numbers unrounded: summary.csv; picture: "
                 "summary.png.\n");
-        if (fclose(f) || rename(tmp, path)) rc = -1;
+        if (atomic_fclose(f, tmp, path, err, sizeof err)) rc = -1;
     } else rc = -1;
     // summary.png: best validation accuracy per combination, spread over seeds
     {
