@@ -12,7 +12,7 @@ CFLAGS  += $(OPT) -g -fopenmp -fno-trapping-math -std=gnu11 -Wall -Wextra -I. $(
 LDLIBS  += $(PKG_LIBS) -Wl,-rpath,$(BLAS_DIR) -lm -lpthread
 LDFLAGS += -fopenmp
 
-# MPI (data-parallel training, train/dist.c): on when mpicc is found, or force
+# MPI (data-parallel training, common/dist.c): on when mpicc is found, or force
 # with MPI=1 / MPI=0. Flags from pkg-config ompi-c, else mpicc's own.
 ifeq ($(origin MPI),undefined)
 MPI := $(if $(shell command -v mpicc 2>/dev/null),1,0)
@@ -27,7 +27,7 @@ endif
 BUILD   ?= build
 # autograd/ops_ref.c (the naive reference kernels) is linked into the tests only.
 TEST_ONLY_SRC := autograd/ops_ref.c
-LIB_SRC := $(sort $(filter-out train/cli.c $(TEST_ONLY_SRC),$(wildcard autograd/*.c layers/*.c data/*.c train/*.c eval/*.c)))
+LIB_SRC := $(sort $(filter-out cli/main.c $(TEST_ONLY_SRC),$(wildcard common/*.c autograd/*.c layers/*.c data/*.c train/*.c eval/*.c cli/*.c)))
 TEST_ONLY_OBJ := $(TEST_ONLY_SRC:%.c=$(BUILD)/%.o)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
@@ -37,9 +37,17 @@ TEST_HELPER_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 POSTER  := $(BUILD)/poster
+# Test hooks (a checkpoint write that kills itself, a rank that kills itself in
+# an allreduce) are compiled only into a test build of the files that hold them
+# (-DPOSTER_TEST_HOOKS): libposter_hooks.a, which the tests link, and
+# $(BUILD)/tests/poster_hooks, the program the MPI kill test starts. build/poster
+# and libposter.a have no hook code.
+HOOK_SRC := common/dist.c train/checkpoint.c
+HOOK_OBJ := $(HOOK_SRC:%.c=$(BUILD)/hooks/%.o)
+POSTER_HOOKS := $(BUILD)/tests/poster_hooks
 
 .PHONY: all deps demo test asan bench bench-torch clean check-long check-torch fuzz valgrind
-all: $(POSTER) $(TEST_BIN) $(TEST_HELPER_BIN) $(BENCH_BIN)
+all: $(POSTER) $(POSTER_HOOKS) $(TEST_BIN) $(TEST_HELPER_BIN) $(BENCH_BIN)
 
 deps:
 	@tools/deps.sh
@@ -51,7 +59,7 @@ $(BUILD)/%.o: %.c $(wildcard */*.h)
 # dist.o depends on MPI on/off: rebuild it when MPI= changes in this build folder.
 $(BUILD)/.mpi-flag: FORCE
 	@mkdir -p $(BUILD); echo "$(MPI)" | cmp -s - $@ || echo "$(MPI)" > $@
-$(BUILD)/train/dist.o: $(BUILD)/.mpi-flag
+$(BUILD)/common/dist.o $(BUILD)/hooks/common/dist.o: $(BUILD)/.mpi-flag
 .PHONY: FORCE
 FORCE:
 
@@ -59,13 +67,25 @@ $(BUILD)/libposter.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(POSTER): $(BUILD)/train/cli.o $(BUILD)/libposter.a
+$(BUILD)/hooks/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DPOSTER_TEST_HOOKS -c $< -o $@
+
+$(BUILD)/libposter_hooks.a: $(filter-out $(HOOK_SRC:%.c=$(BUILD)/%.o),$(LIB_OBJ)) $(HOOK_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(POSTER_HOOKS): $(BUILD)/cli/main.o $(BUILD)/libposter_hooks.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(POSTER): $(BUILD)/cli/main.o $(BUILD)/libposter.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	@ln -sf $(BUILD)/poster poster 2>/dev/null || true
 
-$(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter.a $(TEST_ONLY_OBJ)
+$(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter_hooks.a $(TEST_ONLY_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_ONLY_OBJ) $(BUILD)/libposter.a $(LDLIBS) $(TEST_LIBS)
+	$(CC) $(CFLAGS) -DPOSTER_TEST_HOOKS $(LDFLAGS) -o $@ $< $(TEST_ONLY_OBJ) $(BUILD)/libposter_hooks.a $(LDLIBS) $(TEST_LIBS)
 
 # The fuzz targets run in make test on their committed corpora (tests/fuzz/).
 $(BUILD)/tests/test_fuzz_regress: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
@@ -76,13 +96,13 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libposter.a
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@POSTER_BIN=$(abspath $(POSTER)) tests/run_tests.sh $(BUILD)/tests
+	@POSTER_BIN=$(abspath $(POSTER)) POSTER_HOOKS_BIN=$(abspath $(POSTER_HOOKS)) tests/run_tests.sh $(BUILD)/tests
 
 # AddressSanitizer + UBSan build of the same tests, in its own build folder.
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fopenmp -fsanitize=address,undefined" all
-	@ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) UBSAN_OPTIONS=print_stacktrace=1 POSTER_BIN=$(abspath build-asan/poster) tests/run_tests.sh build-asan/tests
+	@ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) UBSAN_OPTIONS=print_stacktrace=1 POSTER_BIN=$(abspath build-asan/poster) POSTER_HOOKS_BIN=$(abspath build-asan/tests/poster_hooks) tests/run_tests.sh build-asan/tests
 
 bench: deps
 	@$(MAKE) --no-print-directory all
@@ -99,7 +119,7 @@ demo: deps
 
 check-long: deps
 	@$(MAKE) --no-print-directory all
-	@POSTER_BIN=$(abspath $(POSTER)) LONG=1 tests/run_tests.sh $(BUILD)/tests
+	@POSTER_BIN=$(abspath $(POSTER)) POSTER_HOOKS_BIN=$(abspath $(POSTER_HOOKS)) LONG=1 tests/run_tests.sh $(BUILD)/tests
 
 check-torch: deps
 	@$(MAKE) --no-print-directory all

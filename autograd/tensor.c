@@ -7,19 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void ag_fail(const char *file, int line, const char *cond, const char *fmt, ...) {
-    fprintf(stderr, "%s:%d: internal error: assertion `%s' failed", file, line, cond);
-    if (fmt && fmt[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs(": ", stderr);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-    }
-    fputc('\n', stderr);
-    abort();
-}
-
 // ---------------------------------------------------------------------------
 // Step arena: bump allocation over a list of blocks. The blocks are kept at
 // reset (only their fill levels go back to 0), so memory taken once stays

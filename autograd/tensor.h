@@ -29,15 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/check.h"
+#include "common/rng.h"
+
 #define T_MAXDIM 5
 
-// Programmer errors: abort with file and line. User errors return codes instead.
-#define AG_ASSERT(cond, ...)                                                  \
-    do {                                                                      \
-        if (!(cond)) ag_fail(__FILE__, __LINE__, #cond, "" __VA_ARGS__);      \
-    } while (0)
-void ag_fail(const char *file, int line, const char *cond, const char *fmt, ...)
-    __attribute__((noreturn, format(printf, 4, 5)));
 
 struct param;
 
@@ -208,14 +204,3 @@ void store_zero_grad(param_store *s);
 // Counts floats by kind; "trainable" in PyTorch's sense is TRAINABLE + UNUSED.
 int64_t store_count(const param_store *s, enum param_kind kind);
 
-// ---- random numbers (seeded, reproducible, state can be saved) ----
-typedef struct rng {
-    uint64_t s[4];           // xoshiro256**
-    int has_spare;           // Box-Muller spare normal
-    double spare;
-} rng;
-void rng_seed(rng *r, uint64_t seed);
-uint64_t rng_u64(rng *r);
-double rng_uniform(rng *r);            // [0, 1)
-double rng_normal(rng *r);             // N(0, 1)
-int64_t rng_below(rng *r, int64_t n);  // uniform in [0, n)

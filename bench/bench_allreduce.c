@@ -28,7 +28,8 @@
 #include "autograd/ops.h"
 #include "autograd/tensor.h"
 #include "layers/poster.h"
-#include "train/dist.h"
+#include "common/dist.h"
+#include "train/dist_store.h"
 
 #define LARGE_MODEL_FLOATS 57995023LL
 

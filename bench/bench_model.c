@@ -1,4 +1,4 @@
-// Whole-model speed through the shared step timing of train/bench.h (the
+// Whole-model speed through the shared step timing of cli/bench.h (the
 // same code `poster bench` runs):
 //   forward      eval mode, no grad (inference)
 //   fwd_bwd      training mode, drop path on (0.1), official loss
@@ -26,13 +26,13 @@
 //   BENCH_THREADS threads (default: all cores, ops_set_threads(0))
 //   BENCH_SKIP   comma list of forward,fwd_bwd,sam_step to leave out
 // Output lines for scripts start with "RESULT <name> <s/batch> <images/s>",
-// "SPLIT ..." and "GFLOPS ..." (train/bench.h).
+// "SPLIT ..." and "GFLOPS ..." (cli/bench.h).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "train/bench.h"
+#include "cli/bench.h"
 
 static int env_int(const char *name, int def, int lo, int hi) {
     const char *v = getenv(name);

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "data/data_internal.h"
 
 #define CACHE_VERSION 1
@@ -238,7 +238,7 @@ int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, s
 static int read_index(hid_t f, const char *path, const char *sp, const char *what, int64_t **v,
                       int64_t want_n, int64_t *n, char *err, size_t errlen) {
     char nm[64];
-    int nd, sh[T_MAXDIM];
+    int nd, sh[H5_MAXDIM];
     snprintf(nm, sizeof nm, "%s/%s", sp, what);
     if (h5_read_int64s(f, nm, v, &nd, sh, err, errlen)) return -1;
     if (nd != 1 || (want_n >= 0 && sh[0] != want_n)) {
@@ -301,7 +301,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
         read_index(f, path, sp, "height", &hh, n, &n2, err, errlen) ||
         read_index(f, path, sp, "width", &ww, n, &n2, err, errlen))
         goto done;
-    int nd, shs[T_MAXDIM];
+    int nd, shs[H5_MAXDIM];
     char nm[64];
     snprintf(nm, sizeof nm, "%s/source", sp);
     if (h5_read_uint8s(f, nm, &src, &nd, shs, err, errlen)) goto done;

@@ -5,8 +5,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "autograd/tensor.h"
-#include "train/config.h"
+#include "common/check.h"
+#include "common/config.h"
+#include "common/rng.h"
 
 // Registers the data.* keys: data.format (rafdb|ferplus|affectnet|folder|csv),
 // data.root, data.num_classes, data.channel_order (bgr|rgb|auto), data.skip_bad,

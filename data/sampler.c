@@ -5,18 +5,11 @@
 
 #include "data/data_internal.h"
 
-static uint64_t splitmix(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 uint64_t data_mix_seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
-    uint64_t h = splitmix(a);
-    h = splitmix(h ^ b);
-    h = splitmix(h ^ c);
-    return splitmix(h ^ d);
+    uint64_t h = splitmix64(a);
+    h = splitmix64(h ^ b);
+    h = splitmix64(h ^ c);
+    return splitmix64(h ^ d);
 }
 
 void sampler_sequential(int *order, int n) {

@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 #include "data/dataset.h"
-#include "train/config.h"
+#include "common/config.h"
 
 // Registers data.val_split and data.val_seed.
 void split_config_register(config *c);

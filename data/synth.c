@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/atomic.h"
 #include "data/data_internal.h"
 
 #define SZ 100
@@ -273,10 +274,8 @@ int synth_write(const char *dir, int per_class, uint64_t seed, char *err, size_t
     sampler_shuffle(ord, n, seed, 0x517);
     char list[1200], tmp[1300];
     snprintf(list, sizeof list, "%s/EmoLabel/list_patition_label.txt", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", list);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = atomic_fopen(list, "w", tmp, sizeof tmp, err, errlen);
     if (!f) {
-        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
         free(ord);
         return -1;
     }
@@ -295,14 +294,8 @@ int synth_write(const char *dir, int per_class, uint64_t seed, char *err, size_t
     }
     free(rgb);
     free(ord);
-    if (fclose(f) && !rc) {
-        snprintf(err, errlen, "%s: write error", tmp);
-        rc = -1;
-    }
-    if (!rc && rename(tmp, list)) {
-        snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
-        rc = -1;
-    }
+    if (rc) atomic_fabort(f, tmp);
+    else rc = atomic_fclose(f, tmp, list, err, errlen);
     if (!rc) {
         snprintf(p, sizeof p, "%s/montage.png", dir);
         rc = write_montage(p, seed, 10, err, errlen);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "autograd/tensor.h"
+#include "common/atomic.h"
 
 void confusion_init(confusion *c, int k) {
     AG_ASSERT(k > 0, "confusion with %d classes", k);
@@ -123,12 +124,8 @@ void metrics_print(const metrics *m, const confusion *c, const char *const *name
 int metrics_write_csv(const char *path, const metrics *m, const confusion *c,
                       const char *const *names, char *err, size_t errlen) {
     char tmp[1024], b[32];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        return -1;
-    }
+    FILE *f = atomic_fopen(path, "w", tmp, sizeof tmp, err, errlen);
+    if (!f) return -1;
     fprintf(f, "metric,value\nsamples,%lld\naccuracy,%.6f\nmacro_f1,%.6f\nscore,%.6f\n\n",
             (long long)m->n, m->accuracy, m->macro_f1, m->score);
     fprintf(f, "class,samples,accuracy,precision,f1\n");
@@ -146,10 +143,5 @@ int metrics_write_csv(const char *path, const metrics *m, const confusion *c,
         for (int j = 0; j < m->k; j++) fprintf(f, ",%lld", (long long)c->m[(int64_t)a * m->k + j]);
         fputc('\n', f);
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    return atomic_fclose(f, tmp, path, err, errlen);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/atomic.h"
 #include "autograd/tensor.h"
 
 static int finish(cairo_surface_t *surf, const char *path, char *err, size_t errlen) {
@@ -21,12 +22,7 @@ static int finish(cairo_surface_t *surf, const char *path, char *err, size_t err
         remove(tmp);
         return -1;
     }
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    return atomic_commit(tmp, path, err, errlen);
 }
 
 // Matplotlib's "Blues" between its end points, in linear steps.

@@ -3,7 +3,7 @@
 #pragma once
 #include "autograd/tensor.h"
 #include "layers/poster.h"
-#include "train/config.h"
+#include "common/config.h"
 
 enum { TTA_OFF = 0, TTA_FLIP = 1 };
 

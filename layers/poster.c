@@ -420,35 +420,20 @@ void poster_print_summary(poster_model *m, FILE *f) {
 // ---------------------------------------------------------------------------
 // Deterministic weights (the contract with tests/reference/poster_ref.py)
 
-static uint64_t fnv1a64(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        h ^= *p;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-static inline uint64_t splitmix64_at(uint64_t x) {
-    uint64_t z = x + 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 // u_i in [-1, 1): ((splitmix64(h + i) >> 40) / 2^24) * 2 - 1, exact in double.
 double poster_contract_u(const char *name, int64_t i) {
-    uint64_t h = fnv1a64(name);
-    return (double)(splitmix64_at(h + (uint64_t)i) >> 40) / 16777216.0 * 2.0 - 1.0;
+    uint64_t h = hash_fnv1a64(name);
+    return (double)(splitmix64(h + (uint64_t)i) >> 40) / 16777216.0 * 2.0 - 1.0;
 }
 
 void poster_contract_fill(const char *name, int role, float scale_in, float *out, int64_t n,
                           double fan_in) {
-    uint64_t h = fnv1a64(name);
+    uint64_t h = hash_fnv1a64(name);
     double inv_fan = fan_in > 0 ? 1.0 / sqrt(fan_in) : 1.0;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
-        double u = (double)(splitmix64_at(h + (uint64_t)i) >> 40) / 16777216.0 * 2.0 - 1.0;
+        double u = (double)(splitmix64(h + (uint64_t)i) >> 40) / 16777216.0 * 2.0 - 1.0;
         double v;
         switch (role) {
         case ROLE_RUNNING_VAR: v = 1.0 + 0.25 * (u + 1.0); break;

@@ -8,7 +8,7 @@
 #include <stdio.h>
 
 #include "autograd/tensor.h"
-#include "train/config.h"
+#include "common/config.h"
 
 enum { LANDMARK_BN_BATCH = 0, LANDMARK_BN_FROZEN = 1 };
 enum { STREAMS_BOTH = 0, STREAMS_IMAGE_ONLY = 1 };

@@ -6,7 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "train/pth_read.h"
+#include "common/pth_read.h"
+#include "layers/weights.h"
 
 static const config_key k_pretrained[] = {
     {"model.pretrained_ir50", CK_STR, "", 0, 0, NULL,
@@ -48,7 +49,7 @@ static int load_one(param_store *s, const char *key, const char *path, const cha
         fprintf(log, "%s: %s (%s, %d tensors, state dict at %s%s%s)\n", key, path, st->format,
                 st->n, st->where, st->stripped ? ", 'module.' stripped" : "",
                 st->renamed ? ", MobileFaceNet conv_k.model.<i> names mapped" : "");
-    int rc = pth_state_into_store(s, st, path, pre, rep, log, e2, sizeof e2);
+    int rc = weights_from_state(s, st, path, pre, false, rep, log, e2, sizeof e2);
     // state_report counts missing under the prefix; with a prefixed file pre is
     // "" and everything else in the model would count: recount under prefix.
     if (!rc && !pre[0]) {
@@ -105,7 +106,7 @@ int poster_load_pth_strict(param_store *s, const char *path, FILE *log, char *er
         return -1;
     }
     state_report rep;
-    int rc = pth_state_into_store(s, st, path, "", &rep, NULL, e2, sizeof e2);
+    int rc = weights_from_state(s, st, path, "", false, &rep, NULL, e2, sizeof e2);
     if (rc) snprintf(err, errlen, "%s", e2);
     else if (rep.missing || rep.unexpected || rep.misshaped) {
         snprintf(err, errlen, "%s: does not fit the configured model (%d tensors matched, %d "

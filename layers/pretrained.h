@@ -10,7 +10,7 @@
 #include "autograd/tensor.h"
 #include "layers/poster.h"
 #include "layers/state_io.h"
-#include "train/config.h"
+#include "common/config.h"
 
 // Registers model.pretrained_ir50 and model.pretrained_mobilefacenet (called by
 // poster_config_register, so every command that knows the model keys knows them).

@@ -1,7 +1,7 @@
 // A model's state in HDF5 (layers/state_io.h): group state_dict, one dataset
 // per tensor under its dotted name, float32 (int64 scalars for
 // num_batches_tracked); file attrs format = "poster-state", version = 1 and
-// model_options. train/pth_read.c writes the same layout from PyTorch files.
+// model_options. common/pth_read.c writes the same layout from PyTorch files.
 #include "layers/state_io.h"
 
 #include <stdio.h>
@@ -9,10 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/atomic.h"
+#include "common/h5io.h"
+#include "layers/weights.h"
 
-#define STATE_FORMAT "poster-state"
-#define STATE_VERSION 1
+_Static_assert(H5_MAXDIM == T_MAXDIM, "h5io shape arrays hold a tensor's dimensions");
 
 int state_write(hid_t f, const char *group, const param_store *s, char *err, size_t errlen) {
     AG_ASSERT(s->finalized, "state_write before store_finalize");
@@ -55,37 +56,6 @@ static void names_free(name_list *l) {
     free(l->names);
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static bool in_list(const name_list *l, const char *name) {
-    return bsearch(&name, l->names, (size_t)l->n, sizeof(char *), cmp_str) != NULL;
-}
-
-static void shape_text(int nd, const int *sh, char *buf, size_t n) {
-    if (nd == 0) {
-        snprintf(buf, n, "scalar");
-        return;
-    }
-    size_t o = 0;
-    o += (size_t)snprintf(buf + o, n - o, "[");
-    for (int i = 0; i < nd && o < n; i++)
-        o += (size_t)snprintf(buf + o, n - o, "%s%d", i ? ", " : "", sh[i]);
-    if (o < n) snprintf(buf + o, n - o, "]");
-}
-
-// Notes the first problem in rep and prints every one on log.
-static void problem(state_report *rep, FILE *log, const char *fmt, const char *name,
-                    const char *extra) {
-    char msg[1024];
-    snprintf(msg, sizeof msg, fmt, name, extra);
-    if (!rep->first_problem[0])
-        snprintf(rep->first_problem, sizeof rep->first_problem, "%.*s",
-                 (int)sizeof rep->first_problem - 1, msg);
-    if (log) fprintf(log, "state: %s\n", msg);
-}
-
 // Shapes were compared by state_read; the element count is checked again on
 // the data actually read so nothing is copied past what the file held.
 static int load_one(hid_t g, param *p, char *err, size_t errlen) {
@@ -124,47 +94,21 @@ int state_read(hid_t f, const char *group, param_store *s, bool strict, state_re
         names_free(&file);
         return snprintf(err, errlen, "%s: cannot list group '%s'", fname, group), -1;
     }
-    qsort(file.names, (size_t)file.n, sizeof(char *), cmp_str);
 
-    // Classify every tensor before changing anything.
-    bool *ok = calloc((size_t)(s->n ? s->n : 1), sizeof(bool));
-    AG_ASSERT(ok != NULL, "out of memory");
-    for (int i = 0; i < s->n; i++) {
-        param *p = &s->params[i];
-        if (!in_list(&file, p->name)) {
-            rep->missing++;
-            problem(rep, log, "missing tensor %s%s", p->name, "");
-            continue;
-        }
-        int nd, sh[T_MAXDIM];
-        char e2[512];
-        if (h5_dataset_shape(g, p->name, &nd, sh, e2, sizeof e2)) {
-            rep->misshaped++;
-            problem(rep, log, "%s: %s", p->name, e2);
-            continue;
-        }
-        bool same = nd == p->ndim;
-        for (int d = 0; same && d < nd; d++) same = sh[d] == p->shape[d];
-        // A counter may also be stored as a 1-element array.
-        if (!same && p->kind == PARAM_COUNTER && shape_numel(nd, sh) == 1) same = true;
-        if (!same) {
-            char want[96], got[96], extra[256];
-            shape_text(p->ndim, p->shape, want, sizeof want);
-            shape_text(nd, sh, got, sizeof got);
-            snprintf(extra, sizeof extra, "has shape %s in the file, the model expects %s", got,
-                     want);
-            rep->misshaped++;
-            problem(rep, log, "tensor %s %s", p->name, extra);
-            continue;
-        }
-        ok[i] = true;
-        rep->matched++;
+    // Classify every tensor before changing anything (the one matcher,
+    // layers/weights.h); a dataset whose shape cannot be read is misshaped.
+    weights_entry *e = calloc((size_t)(file.n ? file.n : 1), sizeof *e);
+    int (*shapes)[T_MAXDIM] = calloc((size_t)(file.n ? file.n : 1), sizeof *shapes);
+    param **target = calloc((size_t)(file.n ? file.n : 1), sizeof *target);
+    char (*why)[256] = calloc((size_t)(file.n ? file.n : 1), sizeof *why);
+    AG_ASSERT(e && shapes && target && why, "out of memory");
+    for (int i = 0; i < file.n; i++) {
+        e[i].name = file.names[i];
+        e[i].shape = shapes[i];
+        if (h5_dataset_shape(g, file.names[i], &e[i].ndim, shapes[i], why[i], sizeof why[i]))
+            e[i].problem = why[i];
     }
-    for (int j = 0; j < file.n; j++) {
-        if (store_find(s, file.names[j])) continue;
-        rep->unexpected++;
-        problem(rep, log, "unexpected tensor %s%s (not in the model)", file.names[j], "");
-    }
+    weights_match(s, e, file.n, "", target, rep, log);
     int problems = rep->missing + rep->unexpected + rep->misshaped;
     int rc = 0;
     if (strict && problems) {
@@ -174,14 +118,17 @@ int state_read(hid_t f, const char *group, param_store *s, bool strict, state_re
                  rep->first_problem);
         rc = -1;
     } else {
-        for (int i = 0; i < s->n && !rc; i++)
-            if (ok[i]) rc = load_one(g, &s->params[i], err, errlen);
+        for (int i = 0; i < file.n && !rc; i++)
+            if (target[i]) rc = load_one(g, target[i], err, errlen);
         if (log && problems)
             fprintf(log, "state: %s: loaded %d tensors; %d missing, %d unexpected, %d misshaped "
                     "(skipped)\n", fname, rep->matched, rep->missing, rep->unexpected,
                     rep->misshaped);
     }
-    free(ok);
+    free(e);
+    free(why);
+    free(shapes);
+    free(target);
     names_free(&file);
     H5Gclose(g);
     return rc;
@@ -214,13 +161,9 @@ int state_save(const char *path, const param_store *s, const char *model_options
         rc = -1;
     }
     if (!rc) {
-        FILE *fp = fopen(tmp, "rb+");   // make the data durable before the rename
-        if (fp) {
-            fsync(fileno(fp));
-            fclose(fp);
-        }
-        if (rename(tmp, path)) {
-            snprintf(err, errlen, "%s: cannot rename %s over it", path, tmp);
+        char e2[1000];
+        if (atomic_commit(tmp, path, e2, sizeof e2)) {
+            snprintf(err, errlen, "%s: %s", path, e2);
             rc = -1;
         }
     }
@@ -235,7 +178,7 @@ int state_load(const char *path, param_store *s, bool strict, state_report *rep,
     char fmt[64] = "";
     int64_t ver = 0;
     if (h5_read_attr_str(f, "/", "format", fmt, sizeof fmt) == 0 && strcmp(fmt, STATE_FORMAT) &&
-        strcmp(fmt, "poster-checkpoint")) {
+        strcmp(fmt, STATE_CHECKPOINT_FORMAT)) {
         snprintf(err, errlen, "%s: format '%s', expected '%s'", path, fmt, STATE_FORMAT);
         h5_close(f);
         return -1;

@@ -9,6 +9,13 @@
 
 #include "autograd/tensor.h"
 
+// The file formats (the `format` and `version` attributes of the root group).
+// A training checkpoint (train/checkpoint.h) holds a state in the same
+// `state_dict` group, so state_load reads the weights of both.
+#define STATE_FORMAT "poster-state"
+#define STATE_VERSION 1
+#define STATE_CHECKPOINT_FORMAT "poster-checkpoint"
+
 typedef struct state_report {
     int matched, missing, unexpected, misshaped;
     char first_problem[512];     // names the first missing/unexpected/misshaped tensor

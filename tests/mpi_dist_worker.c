@@ -1,5 +1,5 @@
 // Helper program for tests/test_dist.c, started by mpirun (or alone, as the
-// single-process reference). Each mode checks something about train/dist.c and
+// single-process reference). Each mode checks something about common/dist.c and
 // exits 0 when it holds; results that must be compared across runs go to a file.
 //
 //   mpi_dist_worker collectives            allreduce/bcast/hash/shard checks
@@ -23,7 +23,8 @@
 
 #include "autograd/ops.h"
 #include "autograd/tensor.h"
-#include "train/dist.h"
+#include "common/dist.h"
+#include "train/dist_store.h"
 
 #define CHECK(cond, ...)                                                         \
     do {                                                                         \

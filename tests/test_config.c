@@ -1,6 +1,6 @@
 // INI configs: sections, includes, --set overrides, validation messages.
 #include "test_util.h"
-#include "train/config.h"
+#include "common/config.h"
 
 static const config_key k_test[] = {
     {"model.depth", CK_INT, "8", 1, 64, NULL, "pyramid blocks"},

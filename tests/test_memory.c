@@ -7,7 +7,7 @@
 #include <sys/resource.h>
 
 #include "layers/poster.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 
 #define SMALL "depth=2 ir_units=2,1,2"
 #define B 2

@@ -9,8 +9,8 @@
 
 #include "layers/poster.h"
 #include "layers/state_io.h"
-#include "train/cli.h"
-#include "train/loss.h"
+#include "cli/cli.h"
+#include "layers/loss.h"
 
 #define SMALL "depth=1 ir_units=2,1,2"
 

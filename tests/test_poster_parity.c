@@ -8,7 +8,7 @@
 
 #include "layers/layers.h"
 #include "layers/poster.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 #include "autograd/ops_ref.h"
 
 #define FIXTURE "poster_small.h5"

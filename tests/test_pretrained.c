@@ -13,7 +13,8 @@
 #include "data/data_internal.h"
 #include "layers/pretrained.h"
 #include "test_util.h"
-#include "train/pth_read.h"
+#include "common/pth_read.h"
+#include "layers/weights.h"
 #include "train/trainer.h"
 
 #define FX "tests/fixtures/pretrained/"
@@ -163,8 +164,8 @@ static void test_ir50_full_split(void **st) {
     poster_model *m = small_model("3,4,14", 1);
     state_report rep;
     char err[1024];
-    if (pth_state_into_store(poster_store(m), &ps, "ir50_full_names.tsv", "ir_back.", &rep, NULL,
-                             err, sizeof err))
+    if (weights_from_state(poster_store(m), &ps, "ir50_full_names.tsv", "ir_back.", false, &rep,
+                           NULL, err, sizeof err))
         fail_msg("%s", err);
     assert_int_equal(rep.matched, 304);
     assert_int_equal(rep.missing, 0);

@@ -1,6 +1,6 @@
 // The section profiler (autograd/profile.h), the model's multiply-add count
 // (layers/poster_flops.h) and the shared step timing behind `poster bench` and
-// bench/bench_model.c (train/bench.h).
+// bench/bench_model.c (cli/bench.h).
 #include "test_util.h"
 
 #include <time.h>
@@ -8,7 +8,7 @@
 #include "autograd/profile.h"
 #include "layers/layers.h"
 #include "layers/poster_flops.h"
-#include "train/bench.h"
+#include "cli/bench.h"
 
 static bool starts(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
 static bool ends(const char *s, const char *p) {

@@ -6,8 +6,9 @@
 #include <unistd.h>
 
 #include "test_util.h"
-#include "train/pth_read.h"
-#include "train/unpickle.h"
+#include "common/pth_read.h"
+#include "common/unpickle.h"
+#include "layers/weights.h"
 
 #define PTH_DIR FIXTURE_DIR "/pth"
 
@@ -465,8 +466,8 @@ static void test_load_into_store(void **state) {
     FILE *log = fopen(tu_path("/load.log"), "w+");
     state_report rep;
     char err[1024];
-    int rc = pth_load_into_store(&s, PTH_DIR "/mfn_best.pth.tar", "face_landback.", &rep, log,
-                                 err, sizeof err);
+    int rc = weights_load(&s, PTH_DIR "/mfn_best.pth.tar", "face_landback.", false, &rep, log,
+                          err, sizeof err);
     if (rc) fail_msg("%s", err);
     assert_int_equal(rep.matched, 4);
     assert_int_equal(rep.misshaped, 1);
@@ -495,7 +496,7 @@ static void test_load_into_store(void **state) {
     assert_non_null(strstr(text, "4 tensors matched"));
     assert_null(strstr(text, "head.linear"));
     // nothing matching is an error
-    rc = pth_load_into_store(&s, PTH_DIR "/mfn_best.pth.tar", "ir_back.", &rep, NULL, err, sizeof err);
+    rc = weights_load(&s, PTH_DIR "/mfn_best.pth.tar", "ir_back.", false, &rep, NULL, err, sizeof err);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(err, "none of its 9 tensors"));
     store_free(&s);

@@ -283,7 +283,7 @@ static void test_ema_hand_and_resume(void **st) {
     confusion_init(&cm, 7);
     eval_args eva = {16, 112, 0, NULL, 0, 0};
     double loss;
-    assert_int_equal(train_evaluate(m, te, &eva, &cm, &loss, NULL, err, sizeof err), 0);
+    assert_int_equal(eval_model(m, te, &eva, &cm, &loss, NULL, err, sizeof err), 0);
     metrics mt;
     metrics_compute(&cm, &mt);
     fprintf(stderr, "best.h5 (%s weights): test accuracy %.4f, test.json %.4f\n", which,

@@ -1,7 +1,7 @@
 // Training losses against PyTorch: official 2*LSCE(0.2)+CE, plain CE and
 // LSCE(0.1): value and d loss / d logits; config validation of loss.*.
 #include "test_util.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 
 static void check(const char *name, loss_opts o) {
     hid_t f = tu_fixture_open("optim_ref.h5");

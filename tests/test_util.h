@@ -11,7 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "autograd/ops.h"
 #include "autograd/tensor.h"
 

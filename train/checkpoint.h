@@ -27,7 +27,7 @@
 #include "layers/state_io.h"
 #include "train/optim.h"
 
-#define CKPT_FORMAT "poster-checkpoint"
+#define CKPT_FORMAT STATE_CHECKPOINT_FORMAT   // "poster-checkpoint"
 #define CKPT_VERSION 2
 #define CKPT_MAX_RNG 8
 
@@ -81,6 +81,9 @@ int ckpt_read_class_names(const char *path, char **text, char *err, size_t errle
 int ckpt_load_weights(const char *path, param_store *s, state_report *rep, FILE *log,
                       char *err, size_t errlen);
 
-// Test hook: when non-zero, ckpt_save raises SIGKILL on itself after writing the
-// model state (simulates a crash in the middle of a write).
+#ifdef POSTER_TEST_HOOKS
+// Test hook (only in test builds, -DPOSTER_TEST_HOOKS: libposter_hooks.a): when
+// non-zero, ckpt_save raises SIGKILL on itself after writing the model state
+// (simulates a crash in the middle of a write).
 extern volatile int ckpt_fault_inject;
+#endif

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "layers/state_io.h"
 
 static const config_key k_ema[] = {

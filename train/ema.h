@@ -13,7 +13,7 @@
 #include "data/dataset.h"
 #include "eval/metrics.h"
 #include "layers/poster.h"
-#include "train/config.h"
+#include "common/config.h"
 
 typedef struct ema {
     double decay;

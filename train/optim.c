@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 
 static const config_key k_optim[] = {
     {"optim.name", CK_ENUM, "adam", 0, 0, "adam|adamw|sgd", "base optimizer"},

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "autograd/tensor.h"
-#include "train/config.h"
+#include "common/config.h"
 
 enum optim_kind { OPTIM_SGD = 0, OPTIM_ADAM = 1, OPTIM_ADAMW = 2 };
 

@@ -9,7 +9,7 @@
 #pragma once
 #include <stdbool.h>
 
-#include "train/config.h"
+#include "common/config.h"
 
 enum sched_kind { SCHED_NONE = 0, SCHED_EXPONENTIAL, SCHED_COSINE, SCHED_STEP };
 

@@ -17,15 +17,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/atomic.h"
+#include "common/h5io.h"
 #include "eval/plot.h"
 #include "layers/poster.h"
-#include "train/cli.h"
 #include "train/trainer.h"
 
 #define SWEEP_MAX_GRIDS 8
 #define SWEEP_MAX_VALUES 32
-#define SWEEP_MAX_JOBS 64
 
 static const config_key k_sweep[] = {
     {"sweep.grid", CK_STR, "", 0, 0, NULL,
@@ -358,12 +357,8 @@ static int run_config(const sweep *sw, int ci, uint64_t seed, config *out, char 
 // sweep's own keys and the output folder (given by --out).
 static int write_run_ini(const config *c, const char *path, char *err, size_t errlen) {
     char tmp[1800];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        return -1;
-    }
+    FILE *f = atomic_fopen(path, "w", tmp, sizeof tmp, err, errlen);
+    if (!f) return -1;
     fprintf(f, "# written by poster sweep: the recipe's keys, this combination and seed\n");
     char sec[96] = "";
     for (int i = 0; i < c->n; i++) {
@@ -377,12 +372,7 @@ static int write_run_ini(const config *c, const char *path, char *err, size_t er
         }
         fprintf(f, "%s = %s\n", dot + 1, e->value);
     }
-    if (fclose(f) || rename(tmp, path)) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    return atomic_fclose(f, tmp, path, err, errlen);
 }
 
 // Epochs recorded in a checkpoint (progress/epoch), -1 when unreadable.
@@ -488,8 +478,7 @@ static int write_summary(sweep *sw, FILE *log) {
     int rc = 0;
     // runs.csv: one row per run
     snprintf(path, sizeof path, "%s/runs.csv", sw->out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = atomic_fopen(path, "w", tmp, sizeof tmp, err, sizeof err);
     if (f) {
         for (int g = 0; g < sw->ng; g++) fprintf(f, "%s,", sw->g[g].key);
         fprintf(f, "seed,status,best_epoch,best_weights,val_acc,val_f1,val_score,final_acc,"
@@ -516,12 +505,11 @@ static int write_summary(sweep *sw, FILE *log) {
             }
             fprintf(f, ",%s\n", r->dir);
         }
-        if (fclose(f) || rename(tmp, path)) rc = -1;
+        if (atomic_fclose(f, tmp, path, err, sizeof err)) rc = -1;
     } else rc = -1;
     // summary.csv: one row per combination
     snprintf(path, sizeof path, "%s/summary.csv", sw->out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    f = fopen(tmp, "w");
+    f = atomic_fopen(path, "w", tmp, sizeof tmp, err, sizeof err);
     if (f) {
         for (int g = 0; g < sw->ng; g++) fprintf(f, "%s,", sw->g[g].key);
         fprintf(f, "runs");
@@ -543,12 +531,11 @@ static int write_summary(sweep *sw, FILE *log) {
             if (s->secs.n) fprintf(f, ",%.2f\n", s->secs.mean);
             else fprintf(f, ",\n");
         }
-        if (fclose(f) || rename(tmp, path)) rc = -1;
+        if (atomic_fclose(f, tmp, path, err, sizeof err)) rc = -1;
     } else rc = -1;
     // summary.md
     snprintf(path, sizeof path, "%s/summary.md", sw->out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    f = fopen(tmp, "w");
+    f = atomic_fopen(path, "w", tmp, sizeof tmp, err, sizeof err);
     if (f) {
         fprintf(f, "# Sweep summary\n\n    %s\n\n", sw->cmdline);
         fprintf(f, "%d of %d runs finished (%d combination%s x %d seed%s). Per combination: mean "
@@ -598,7 +585,7 @@ static int write_summary(sweep *sw, FILE *log) {
         }
         fprintf(f, "\nPer run: runs.csv; the same numbers unrounded: summary.csv; picture: "
                 "summary.png.\n");
-        if (fclose(f) || rename(tmp, path)) rc = -1;
+        if (atomic_fclose(f, tmp, path, err, sizeof err)) rc = -1;
     } else rc = -1;
     // summary.png: best validation accuracy per combination, spread over seeds
     {
@@ -849,122 +836,37 @@ static int run_all(sweep *sw, const char *exe, FILE *log) {
     return failed;
 }
 
-static void usage(FILE *f) {
-    fprintf(f,
-        "usage: poster sweep --config FILE [--set k=v]... --grid KEY=V1,V2,... [--grid ...]\n"
-        "                    [--seeds N] [--out DIR] [--jobs N] [--dry-run]\n\n"
-        "Trains every combination of the grids' values x N seeds as an ordinary\n"
-        "`poster train` run in DIR/<key=value,...>/seed<S>/ (S = train.seed, train.seed+1,\n"
-        "...). Started again with the same arguments it skips finished runs and resumes\n"
-        "unfinished ones from their last.h5. After every finished run it writes\n"
-        "DIR/summary.csv, summary.md, summary.png and runs.csv: per combination the mean,\n"
-        "sample standard deviation, min and max over seeds of the best validation\n"
-        "accuracy, its macro F1 and score, the final-epoch accuracy (and the test metrics\n"
-        "with data.val_split), the parameter count and the seconds per epoch.\n\n"
-        "  --config FILE   the recipe; a [sweep] section may hold grid (\"k=a,b; k2=c,d\"),\n"
-        "                  seeds, out, jobs (the options below override it)\n"
-        "  --set k=v       a key of every run\n"
-        "  --grid K=V,...  a key and its values (repeatable; the combinations are all\n"
-        "                  products, the last grid varying fastest)\n"
-        "  --seeds N       seeds per combination (default 1)\n"
-        "  --out DIR       output folder (default runs/sweep)\n"
-        "  --jobs N        runs at once; each gets cores/N threads unless train.threads is\n"
-        "                  set (default 1: one run after another with all cores)\n"
-        "  --dry-run       print the runs and their state, run nothing\n");
-}
-
-int cli_sweep(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-    static config base;
+int sweep_main(config *base, const sweep_args *a) {
     static sweep sw;
     memset(&sw, 0, sizeof sw);
-    config_init(&base);
-    train_config_register(&base);
-    sw.base = &base;
+    sw.base = base;
     char err[4096];
-    char **rest = malloc((size_t)(argc + 1) * sizeof(char *));
-    int nrest = 0, rc = 1;
-    const char *out = NULL;
-    int seeds = 0, jobs = 0;
-    bool dry = false;
-    if (config_from_args(&base, argc, argv, rest, &nrest, err, sizeof err)) {
-        fprintf(stderr, "poster sweep: %s\n", err);
-        free(rest);
-        return 1;
-    }
-    if (!base.path[0]) {
-        fprintf(stderr, "poster sweep: --config FILE is required\n\n");
-        usage(stderr);
-        free(rest);
-        return 2;
-    }
-    if (config_validate(&base, err, sizeof err)) {
-        fprintf(stderr, "poster sweep: %s\n", err);
-        free(rest);
-        return 1;
-    }
+    int rc = 1;
     {   // the recipe's [sweep] grids first, the command line's on top
         char g[600];
-        snprintf(g, sizeof g, "%s", config_str(&base, "sweep.grid"));
+        snprintf(g, sizeof g, "%s", config_str(base, "sweep.grid"));
         for (char *save = NULL, *t = strtok_r(g, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
             while (*t == ' ') t++;
             if (*t && add_grid(&sw, t, err, sizeof err)) {
                 fprintf(stderr, "poster sweep: sweep.grid: %s\n", err);
-                free(rest);
                 return 1;
             }
         }
     }
-    for (int i = 1; i < nrest; i++) {
-        const char *a = rest[i];
-        bool has_val = i + 1 < nrest;
-        if (!strcmp(a, "--grid") && has_val) {
-            if (add_grid(&sw, rest[++i], err, sizeof err)) {
-                fprintf(stderr, "poster sweep: %s\n", err);
-                goto done;
-            }
-        } else if (!strcmp(a, "--seeds") && has_val) {
-            seeds = atoi(rest[++i]);
-            if (seeds < 1 || seeds > 1000) {
-                fprintf(stderr, "poster sweep: --seeds %s: expected 1..1000\n", rest[i]);
-                goto done;
-            }
-        } else if (!strcmp(a, "--jobs") && has_val) {
-            jobs = atoi(rest[++i]);
-            if (jobs < 1 || jobs > SWEEP_MAX_JOBS) {
-                fprintf(stderr, "poster sweep: --jobs %s: expected 1..%d\n", rest[i],
-                        SWEEP_MAX_JOBS);
-                goto done;
-            }
-        } else if (!strcmp(a, "--out") && has_val) {
-            out = rest[++i];
-        } else if (!strcmp(a, "--dry-run")) {
-            dry = true;
-        } else {
-            fprintf(stderr, "poster sweep: %s '%s'\n\n",
-                    has_val || strncmp(a, "--", 2) ? "unknown argument" : "missing value after", a);
-            usage(stderr);
-            rc = 2;
-            goto done;
+    for (int i = 0; i < a->ngrids; i++)
+        if (add_grid(&sw, a->grids[i], err, sizeof err)) {
+            fprintf(stderr, "poster sweep: %s\n", err);
+            return 1;
         }
-    }
-    sw.seeds = seeds ? seeds : (int)config_int(&base, "sweep.seeds");
-    sw.jobs = jobs ? jobs : (int)config_int(&base, "sweep.jobs");
-    snprintf(sw.out, sizeof sw.out, "%s", out ? out : config_str(&base, "sweep.out"));
-    sw.seed0 = (uint64_t)config_int(&base, "train.seed");
-    if (sw.jobs > 1 && !config_has(&base, "train.threads")) {
+    sw.seeds = a->seeds ? a->seeds : (int)config_int(base, "sweep.seeds");
+    sw.jobs = a->jobs ? a->jobs : (int)config_int(base, "sweep.jobs");
+    snprintf(sw.out, sizeof sw.out, "%s", a->out ? a->out : config_str(base, "sweep.out"));
+    sw.seed0 = (uint64_t)config_int(base, "train.seed");
+    if (sw.jobs > 1 && !config_has(base, "train.threads")) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         sw.threads = (int)(cores / sw.jobs) > 0 ? (int)(cores / sw.jobs) : 1;
     }
-    {   // the command line, for summary.md
-        size_t len = (size_t)snprintf(sw.cmdline, sizeof sw.cmdline, "poster");
-        for (int i = 0; i < argc && len < sizeof sw.cmdline; i++)
-            len += (size_t)snprintf(sw.cmdline + len, sizeof sw.cmdline - len, " %s", argv[i]);
-    }
+    snprintf(sw.cmdline, sizeof sw.cmdline, "%s", a->cmdline ? a->cmdline : "poster sweep");
     // combinations: mixed radix, the last grid fastest
     sw.nc = 1;
     for (int g = 0; g < sw.ng; g++) sw.nc *= sw.g[g].n;
@@ -1013,7 +915,7 @@ int cli_sweep(int argc, char **argv) {
            sw.nc, sw.nc == 1 ? "" : "s", sw.seeds, sw.seeds == 1 ? "" : "s", sw.nr, sw.out, ndone,
            sw.jobs);
     if (sw.threads) printf("sweep: %d threads per run (train.threads)\n", sw.threads);
-    if (dry) {
+    if (a->dry) {
         for (int i = 0; i < sw.nr; i++) {
             char p[1700];
             snprintf(p, sizeof p, "%s/last.h5", sw.runs[i].dir);
@@ -1029,7 +931,7 @@ int cli_sweep(int argc, char **argv) {
     }
     fflush(stdout);
     char exe[1024];
-    self_exe(exe, sizeof exe, argv[0]);
+    self_exe(exe, sizeof exe, a->argv0);
     int failed = run_all(&sw, exe, stdout);
     write_summary(&sw, stdout);
     ndone = 0;
@@ -1044,7 +946,6 @@ int cli_sweep(int argc, char **argv) {
         rc = failed || ndone < sw.nr ? 1 : 0;
     }
 done:
-    free(rest);
     free(sw.combos);
     free(sw.runs);
     return rc;

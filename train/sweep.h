@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "train/config.h"
+#include "common/config.h"
 
 // Registers sweep.grid, sweep.seeds, sweep.out, sweep.jobs: a recipe can carry
 // its sweep ([sweep] section, e.g. configs/ablation_pyramid.ini); `poster train`
@@ -38,3 +38,21 @@ typedef struct sweep_stat {
     double mean, sd, min, max;
 } sweep_stat;
 sweep_stat sweep_stats(const double *v, int n);
+
+// ---- running a sweep (`poster sweep`, cli/sweep.c parses its arguments) ----
+#define SWEEP_MAX_JOBS 64
+
+typedef struct sweep_args {
+    const char *const *grids;   // --grid KEY=V1,V2 specs, after the recipe's sweep.grid
+    int ngrids;
+    int seeds, jobs;            // 0: the recipe's sweep.seeds / sweep.jobs
+    const char *out;            // NULL: the recipe's sweep.out
+    bool dry;                   // print the runs and their state, run nothing
+    const char *cmdline;        // the command line, for summary.md
+    const char *argv0;          // to find this program for the runs
+} sweep_args;
+
+// Runs the sweep of recipe `base` (loaded and validated, train keys registered):
+// every combination x seed as a `poster train` child process, the summaries after
+// every finished run. Returns the exit code (128 + signal when stopped).
+int sweep_main(config *base, const sweep_args *a);

@@ -14,10 +14,11 @@
 #include <stdio.h>
 
 #include "data/dataset.h"
+#include "eval/evaluate.h"
 #include "eval/metrics.h"
 #include "layers/poster.h"
-#include "train/config.h"
-#include "train/loss.h"
+#include "common/config.h"
+#include "layers/loss.h"
 
 enum { NONFINITE_STOP = 0, NONFINITE_SKIP = 1 };
 
@@ -70,20 +71,6 @@ void train_result_free(train_result *r);
 // Runs training as configured. c must be validated. 0 on success; on failure
 // err says why (a non-finite step names the step and the tensor).
 int train_run(config *c, const train_args *a, train_result *res, char *err, size_t errlen);
-
-// Evaluation of a model on a dataset (eval mode, no gradients): confusion
-// matrix and the mean loss. `logits_out` (may be NULL) receives [n, K] logits
-// (malloc'ed). Returns 0 or -1 with err.
-typedef struct eval_args {
-    int batch_size;
-    int image_size;
-    int workers;
-    const loss_opts *loss;     // NULL: no loss
-    int max_batches;           // 0 = all
-    int tta;                   // eval/tta.h TTA_*: 0 = plain logits
-} eval_args;
-int train_evaluate(poster_model *m, dataset *d, const eval_args *ea, confusion *cm,
-                   double *mean_loss, float **logits_out, char *err, size_t errlen);
 
 // Fills loader options from the data.* keys that dataset.h describes.
 void train_loader_opts(const config *c, loader_opts *lo, int batch_size, bool train);

@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "train/pth_read.h"
-#include "train/unpickle.h"
+#include "common/pth_read.h"
+#include "common/unpickle.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[1024];

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "data/data_internal.h"
 #include "train/trainer.h"
 

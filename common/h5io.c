@@ -1,5 +1,5 @@
 // HDF5 helpers: datasets of float32 / int64 / uint8 and string attributes.
-#include "h5io.h"
+#include "common/h5io.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -145,11 +145,11 @@ static int check_dataset(hid_t ds, const char *fname, const char *name, hid_t me
     }
     H5S_class_t scls = H5Sget_simple_extent_type(sp);
     int nd = H5Sget_simple_extent_ndims(sp);
-    if (scls == H5S_NULL || nd < 0 || nd > T_MAXDIM) {
-        rc = ERR("%s: dataset '%s' has %d dimensions (at most %d)", fname, name, nd, T_MAXDIM);
+    if (scls == H5S_NULL || nd < 0 || nd > H5_MAXDIM) {
+        rc = ERR("%s: dataset '%s' has %d dimensions (at most %d)", fname, name, nd, H5_MAXDIM);
         goto out;
     }
-    hsize_t dims[T_MAXDIM + 1];
+    hsize_t dims[H5_MAXDIM + 1];
     if (nd > 0 && H5Sget_simple_extent_dims(sp, dims, NULL) != nd) {
         rc = ERR("%s: dataset '%s': cannot read its shape", fname, name);
         goto out;
@@ -258,7 +258,7 @@ int h5_dataset_shape(hid_t loc, const char *name, int *ndim, int *shape, char *e
 
 int h5_read_int64_scalar(hid_t loc, const char *name, int64_t *v, char *err, size_t errlen) {
     int64_t *p = NULL;
-    int nd, shape[T_MAXDIM];
+    int nd, shape[H5_MAXDIM];
     if (h5_read_int64s(loc, name, &p, &nd, shape, err, errlen)) return -1;
     int64_t n = 1;
     for (int i = 0; i < nd; i++) n *= shape[i];
@@ -278,7 +278,7 @@ static int write_any(hid_t loc, const char *name, hid_t filetype, hid_t memtype,
                      size_t errlen) {
     char fname[256];
     h5_file_name(loc, fname, sizeof fname);
-    hsize_t dims[T_MAXDIM];
+    hsize_t dims[H5_MAXDIM];
     for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)shape[i];
     hid_t sp = ndim ? H5Screate_simple(ndim, dims, NULL) : H5Screate(H5S_SCALAR);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);

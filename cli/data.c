@@ -5,9 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/atomic.h"
+#include "common/h5io.h"
 #include "data/data_internal.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f) {
@@ -202,8 +203,14 @@ static int cmd_dump(config *c, const cli_args *a) {
                 r |= h5_write_int64s(f, "target", lab, 1, (int[]){got}, err, sizeof err);
                 h5_write_attr_i64(f, "/", "version", 1);
                 h5_write_attr_str(f, "/", "split", d->split);
-                h5_close(f);
-                if (!r && !rename(tmp, a->output)) {
+                if (h5_close(f)) r = -1;
+                char e2[1200];
+                if (r) unlink(tmp);
+                else if (atomic_commit(tmp, a->output, e2, sizeof e2)) {
+                    snprintf(err, sizeof err, "%s", e2);
+                    r = -1;
+                }
+                if (!r) {
                     fprintf(stderr, "wrote %d samples of %s %s to %s\n", got, d->format, d->split,
                             a->output);
                     rc = 0;

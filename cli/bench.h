@@ -1,4 +1,4 @@
-// Timing of whole-model steps, shared by `poster bench` (train/bench_cli.c)
+// Timing of whole-model steps, shared by `poster bench` (cli/bench.c)
 // and bench/bench_model.c so both time exactly the same work:
 //   BENCH_FORWARD  eval mode, no grad (inference)
 //   BENCH_FWD_BWD  training mode (drop path on), loss, backward; no update
@@ -17,7 +17,7 @@
 
 #include "layers/poster.h"
 #include "layers/poster_flops.h"
-#include "train/loss.h"
+#include "layers/loss.h"
 #include "train/optim.h"
 
 enum { BENCH_FORWARD = 0, BENCH_FWD_BWD = 1, BENCH_STEP = 2 };

@@ -52,6 +52,10 @@ void config_init(config *c);
 void config_register(config *c, const config_key *table);
 // Loads an INI file (and what it includes); later definitions win.
 int config_load(config *c, const char *path, char *err, size_t errlen);
+// The same for INI text in memory (e.g. the configuration a checkpoint stores);
+// label names it in messages (and is the base of relative includes).
+int config_load_text(config *c, const char *text, const char *label, char *err,
+                     size_t errlen);
 // "section.key=value"
 int config_set(config *c, const char *assignment, char *err, size_t errlen);
 // Every key must be registered and every value valid (including defaults).

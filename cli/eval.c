@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
+#include "common/h5io.h"
 #include "autograd/ops.h"
 #include "data/data_internal.h"
 #include "eval/metrics.h"
@@ -17,13 +17,13 @@
 #include "eval/tta.h"
 #include "layers/pretrained.h"
 #include "layers/state_io.h"
+#include "layers/weights.h"
 #include "train/checkpoint.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
-int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t errlen);
-
-// Loads weights strictly from a training checkpoint or a poster-state file.
+// Loads weights strictly from a training checkpoint, a poster-state file or an
+// official PyTorch checkpoint (the format is detected).
 static int load_weights_strict(const char *path, param_store *s, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");   // not HDF5: a PyTorch (official POSTER) checkpoint
     unsigned char sig[8] = {0};
@@ -37,9 +37,9 @@ static int load_weights_strict(const char *path, param_store *s, char *err, size
     char fmt[64] = "";
     h5_read_attr_str(f, "/", "format", fmt, sizeof fmt);
     h5_close(f);
+    // a checkpoint's own checks (version, stored configuration) come with ckpt_load
     if (!strcmp(fmt, CKPT_FORMAT)) return ckpt_load(path, s, NULL, NULL, err, errlen);
-    state_report rep;
-    return state_load(path, s, true, &rep, NULL, err, errlen);
+    return weights_load(s, path, "", true, NULL, NULL, err, errlen);
 }
 
 static void eval_usage(FILE *f) {
@@ -66,7 +66,7 @@ static int load_config(config *c, const char *ckpt, int argc, char **argv, char 
         return -1;
     }
     char e2[1024];
-    bool from_ckpt = train_cli_load_ckpt_config(c, ckpt, e2, sizeof e2) == 0;
+    bool from_ckpt = cli_load_ckpt_config(c, ckpt, e2, sizeof e2) == 0;
     if (config_from_args(c, argc, argv, rest, nrest, err, errlen)) return -1;
     if (!from_ckpt && !c->path[0]) {
         snprintf(err, errlen, "%s; give the model and data with --config FILE", e2);
@@ -144,7 +144,7 @@ int cli_eval(int argc, char **argv) {
     double loss;
     fprintf(stderr, "evaluating %s on split '%s' (%d samples)%s\n", ckpt, split, dataset_size(d),
             ea.tta ? ", TTA: mean softmax of the image and its horizontal flip" : "");
-    if (train_evaluate(m, d, &ea, &cm, &loss, NULL, err, sizeof err)) {
+    if (eval_model(m, d, &ea, &cm, &loss, NULL, err, sizeof err)) {
         fprintf(stderr, "poster eval: %s\n", err);
         confusion_free(&cm);
         goto done;

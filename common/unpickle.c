@@ -2,7 +2,7 @@
 // torch.save emits (protocol 2, plus the protocol 4 ones Python 3.8+ may use),
 // building inert values. Callables are never called: a GLOBAL is only a name,
 // and REDUCE/NEWOBJ on a name we do not know yields an opaque object.
-#include "unpickle.h"
+#include "common/unpickle.h"
 
 #include <limits.h>
 #include <stdarg.h>

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
-#include "train/dist.h"
-#include "train/cli.h"
+#include "common/dist.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f, const config *c) {
@@ -25,23 +25,14 @@ static void usage(FILE *f, const config *c) {
     if (c) config_print_keys(c, f);
 }
 
-// Loads the configuration text stored in a checkpoint through a temporary file.
-int train_cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t errlen) {
+// The configuration text a checkpoint stores, parsed in memory.
+int cli_load_ckpt_config(config *c, const char *ckpt, char *err, size_t errlen) {
     char *text = NULL;
     if (ckpt_read_config(ckpt, &text, err, errlen)) return -1;
-    char tmp[] = "/tmp/poster_ckpt_config_XXXXXX";
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        free(text);
-        snprintf(err, errlen, "cannot create a temporary file for the checkpoint's config");
-        return -1;
-    }
-    FILE *f = fdopen(fd, "w");
-    fputs(text, f);
-    fclose(f);
+    char label[1200];
+    snprintf(label, sizeof label, "%.1000s (stored configuration)", ckpt);
+    int rc = config_load_text(c, text, label, err, errlen);
     free(text);
-    int rc = config_load(c, tmp, err, errlen);
-    unlink(tmp);
     return rc;
 }
 
@@ -58,7 +49,7 @@ static int train_main(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "--resume") && i + 1 < argc) resume = argv[i + 1];
     }
-    if (resume && train_cli_load_ckpt_config(&c, resume, err, sizeof err)) {
+    if (resume && cli_load_ckpt_config(&c, resume, err, sizeof err)) {
         fprintf(stderr, "poster train: %s\n", err);
         return 1;
     }
@@ -114,7 +105,7 @@ static int train_main(int argc, char **argv) {
     return 0;
 }
 
-// Under mpirun every rank runs the same command (see train/dist.h); a rank that
+// Under mpirun every rank runs the same command (see common/dist.h); a rank that
 // fails ends the whole job (dist_finalize), so no rank waits for a failed one.
 int cli_train(int argc, char **argv) {
     char err[512];

@@ -5,7 +5,7 @@
 //     protocol and sys_info pickles, the main pickle, the sorted storage keys,
 //     then each storage as an int64 element count and its raw bytes;
 //   - our own HDF5 state files (datasets under group `state_dict`).
-// The pickle is read by a restricted unpickler (train/unpickle.h) that never
+// The pickle is read by a restricted unpickler (common/unpickle.h) that never
 // executes anything. The state dict is found as the top-level dict or under
 // 'state_dict', 'model_state_dict' or 'model'; a 'module.' prefix (DataParallel)
 // is stripped. Float tensors (float32/16, bfloat16, float64) come out as float32,
@@ -21,8 +21,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "autograd/tensor.h"
-#include "layers/state_io.h"
 
 #define PTH_MAXDIM 8
 
@@ -57,24 +55,10 @@ void pth_free(pth_state *st);
 // Official names -> ours, in place (the name only gets shorter): the official
 // MobileFaceNet's `conv_{3,4,5}.model.<k>.` becomes `conv_{3,4,5}.<k>.`, with or
 // without a leading `face_landback.`. Applied to every tensor of a torch.save
-// file by pth_load (counted in pth_state.renamed), so pth_load_into_store and
+// file by pth_load (counted in pth_state.renamed), so layers/weights.c and
 // `poster import` see our names. Returns how many replacements were made.
 int pth_map_official_name(char *name);
 const pth_tensor *pth_find(const pth_state *st, const char *name);
 int64_t pth_numel(const pth_state *st);     // all elements of all tensors
 // "[2, 3]" into buf (scalars "[]"); returns buf.
 const char *pth_shape_str(const pth_tensor *t, char *buf, size_t n);
-
-// Loads the tensors of PATH into a finalized store by name (prefix + file name)
-// and shape, like the official POSTER code's load of ir50.pth into ir_back:
-// tensors that match are copied; params under `prefix` the file lacks are
-// "missing", file tensors the model lacks "unexpected", same name with another
-// shape "misshaped" (these keep their values). Lists the names on `log` (may be
-// NULL) and fills rep. An error (nothing copied) when the file cannot be read or
-// nothing matches. prefix may be NULL or "".
-int pth_load_into_store(param_store *s, const char *path, const char *prefix,
-                        state_report *rep, FILE *log, char *err, size_t errlen);
-// The same for a file already loaded (path only names it in messages).
-int pth_state_into_store(param_store *s, const pth_state *st, const char *path,
-                         const char *prefix, state_report *rep, FILE *log, char *err,
-                         size_t errlen);

@@ -1,5 +1,5 @@
 // The configurable training loss (see loss.h).
-#include "loss.h"
+#include "layers/loss.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -7,7 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tensor.h"
+#include <stdbool.h>
+
+// Most dimensions a dataset may have (shape arrays passed in hold this many);
+// equal to the tensors' T_MAXDIM (checked in layers/state_io.c).
+#define H5_MAXDIM 5
 
 // Silences HDF5's own error stack printing (we report our own messages).
 void h5_quiet(void);

@@ -1,9 +1,12 @@
 // The distributed layer (see dist.h). Every MPI call lives in this file; the
 // rest of the program sees ranks, reductions and a shard, and runs unchanged in
 // a single process.
-#include "train/dist.h"
+#include "common/dist.h"
+
+#include "common/check.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -116,23 +119,14 @@ void dist_shard(int64_t n, int rank, int size, int64_t *start, int64_t *count) {
 // Hashes (splitmix64 finalizer over 64-bit words; per-block results combined in
 // order so the hash does not depend on the thread count).
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 static uint64_t hash_words(const uint32_t *w, int64_t n, uint64_t h) {
     int64_t i = 0;
     for (; i + 1 < n; i += 2) {
         uint64_t v = (uint64_t)w[i] | ((uint64_t)w[i + 1] << 32);
-        h = mix64(h ^ v) + 0x9e3779b97f4a7c15ULL;
+        h = hash_mix64(h ^ v) + HASH_GOLDEN;
     }
-    if (i < n) h = mix64(h ^ (uint64_t)w[i] ^ 0xa5a5a5a500000000ULL);
-    return mix64(h ^ (uint64_t)n);
+    if (i < n) h = hash_mix64(h ^ (uint64_t)w[i] ^ 0xa5a5a5a500000000ULL);
+    return hash_mix64(h ^ (uint64_t)n);
 }
 
 uint64_t dist_hash_floats(const float *x, int64_t n) {
@@ -147,22 +141,9 @@ uint64_t dist_hash_floats(const float *x, int64_t n) {
         part[b] = hash_words((const uint32_t *)(x + a), m, (uint64_t)b);
     }
     uint64_t h = 0x5eed;
-    for (int64_t b = 0; b < nb; b++) h = mix64(h ^ part[b]) + (uint64_t)b;
+    for (int64_t b = 0; b < nb; b++) h = hash_mix64(h ^ part[b]) + (uint64_t)b;
     free(part);
-    return mix64(h ^ (uint64_t)n);
-}
-
-static __attribute__((unused)) uint64_t param_hash(const param_store *s, const param *p) {
-    if (p->kind == PARAM_COUNTER)
-        return mix64((uint64_t)*p->counter ^ 0xc0ffee);
-    return dist_hash_floats(s->data + p->offset, p->numel);
-}
-
-uint64_t dist_store_hash(const param_store *s) {
-    AG_ASSERT(s->finalized, "param_store not finalized");
-    uint64_t h = dist_hash_floats(s->data, s->n_float);
-    for (int i = 0; i < s->n_counters; i++) h = mix64(h ^ (uint64_t)s->counters[i]) + 1;
-    return h;
+    return hash_mix64(h ^ (uint64_t)n);
 }
 
 // ---------------------------------------------------------------------------
@@ -236,14 +217,9 @@ void dist_allreduce_sum_i64(int64_t *buf, int64_t n) { (void)buf, (void)n; }
 void dist_allreduce_max_f64(double *buf, int64_t n) { (void)buf, (void)n; }
 void dist_allreduce_min_f64(double *buf, int64_t n) { (void)buf, (void)n; }
 void dist_bcast(void *buf, size_t bytes) { (void)buf, (void)bytes; }
-void dist_bcast_store(param_store *s) { AG_ASSERT(s->finalized, "store not finalized"); }
-void dist_sync_buffers(param_store *s) { AG_ASSERT(s->finalized, "store not finalized"); }
-
-int dist_param_hash_check(const param_store *s, const char *when, char *err, size_t errlen) {
-    (void)s, (void)when, (void)err, (void)errlen;
-    return 0;
+void dist_allreduce_minmax_u64(uint64_t *lo, uint64_t *hi, int64_t n, const char *what) {
+    (void)lo, (void)hi, (void)n, (void)what;
 }
-
 #else  // POSTER_MPI
 
 // ---------------------------------------------------------------------------
@@ -482,9 +458,11 @@ void dist_allreduce_mean(float *buf, int64_t n) {
     for (int64_t i = 0; i < n; i++) buf[i] *= inv;
 }
 
-// Test hook: POSTER_DIST_TEST_KILL=R:K makes rank R kill itself (SIGKILL) on
-// entering its K-th gradient allreduce, to test that a rank dying mid-epoch ends
-// the job and leaves the last checkpoint intact.
+#ifdef POSTER_TEST_HOOKS
+// Test hook (only in test builds, -DPOSTER_TEST_HOOKS: libposter_hooks.a and the
+// tests' poster_hooks binary): POSTER_DIST_TEST_KILL=R:K makes rank R kill itself
+// (SIGKILL) on entering its K-th gradient allreduce, to test that a rank dying
+// mid-epoch ends the job and leaves the last checkpoint intact.
 static void test_kill_hook(void) {
     static int armed = -1, calls;
     static int kill_rank, kill_at;
@@ -499,6 +477,9 @@ static void test_kill_hook(void) {
         raise(SIGKILL);
     }
 }
+#else
+static inline void test_kill_hook(void) {}
+#endif
 
 void dist_allreduce_grads(float *buf, int64_t n, float scale) {
     test_kill_hook();
@@ -543,101 +524,13 @@ void dist_bcast(void *buf, size_t bytes) {
     }
 }
 
-// num_batches_tracked: one process counts every micro-batch forward, so the
-// counters advance by the sum of the ranks' increments since the last sync.
-static struct {
-    const param_store *store;
-    int64_t *snap;
-    int n;
-} g_cnt;
-
-static void counters_snapshot(const param_store *s) {
-    if (g_cnt.n != s->n_counters) {
-        free(g_cnt.snap);
-        g_cnt.snap = malloc((size_t)(s->n_counters ? s->n_counters : 1) * sizeof(int64_t));
-        AG_ASSERT(g_cnt.snap != NULL, "out of memory");
-        g_cnt.n = s->n_counters;
-    }
-    memcpy(g_cnt.snap, s->counters, (size_t)s->n_counters * sizeof(int64_t));
-    g_cnt.store = s;
-}
-
-static void sync_counters(param_store *s) {
-    if (g_cnt.store != s || g_cnt.n != s->n_counters) {
-        dist_bcast(s->counters, (size_t)s->n_counters * sizeof(int64_t));
-    } else {
-        for (int i = 0; i < s->n_counters; i++) s->counters[i] -= g_cnt.snap[i];
-        dist_allreduce_sum_i64(s->counters, s->n_counters);
-        for (int i = 0; i < s->n_counters; i++) s->counters[i] += g_cnt.snap[i];
-    }
-    counters_snapshot(s);
-}
-
-void dist_bcast_store(param_store *s) {
-    AG_ASSERT(s->finalized, "param_store not finalized");
-    dist_bcast(s->data, (size_t)s->n_float * sizeof(float));
-    dist_bcast(s->counters, (size_t)s->n_counters * sizeof(int64_t));
-    counters_snapshot(s);
-}
-
-// Only PARAM_BUFFER tensors (BatchNorm running statistics) change outside the
-// optimizer; they are packed into one message (a per-tensor broadcast would pay
-// the latency ~260 times per step; the frozen landmark stream never changes).
-void dist_sync_buffers(param_store *s) {
-    AG_ASSERT(s->finalized, "param_store not finalized");
-    if (!dist_active()) return;
-    int64_t total = 0;
-    for (int i = 0; i < s->n; i++)
-        if (s->params[i].kind == PARAM_BUFFER) total += s->params[i].numel;
-    float *pack = malloc((size_t)(total ? total : 1) * sizeof(float));
-    AG_ASSERT(pack != NULL, "out of memory");
-    int64_t o = 0;
-    for (int i = 0; i < s->n; i++)
-        if (s->params[i].kind == PARAM_BUFFER) {
-            memcpy(pack + o, s->data + s->params[i].offset,
-                   (size_t)s->params[i].numel * sizeof(float));
-            o += s->params[i].numel;
-        }
-    dist_bcast(pack, (size_t)total * sizeof(float));
-    o = 0;
-    for (int i = 0; i < s->n; i++)
-        if (s->params[i].kind == PARAM_BUFFER) {
-            memcpy(s->data + s->params[i].offset, pack + o,
-                   (size_t)s->params[i].numel * sizeof(float));
-            o += s->params[i].numel;
-        }
-    free(pack);
-    sync_counters(s);
-}
-
-int dist_param_hash_check(const param_store *s, const char *when, char *err, size_t errlen) {
-    AG_ASSERT(s->finalized, "param_store not finalized");
-    if (!dist_active()) return 0;
-    // Per-tensor hashes; min == max over ranks for every tensor means equal bits.
-    int n = s->n;
-    uint64_t *lo = malloc((size_t)n * 2 * sizeof(uint64_t));
-    AG_ASSERT(lo != NULL, "out of memory");
-    uint64_t *hi = lo + n;
-    for (int i = 0; i < n; i++) lo[i] = hi[i] = param_hash(s, &s->params[i]);
-    wd_arm("MPI_Allreduce (parameter hash)", dist_options()->timeout_s);
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, lo, n, MPI_UINT64_T, MPI_MIN, g.comm),
-              "MPI_Allreduce (parameter hash)");
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, hi, n, MPI_UINT64_T, MPI_MAX, g.comm),
-              "MPI_Allreduce (parameter hash)");
+void dist_allreduce_minmax_u64(uint64_t *lo, uint64_t *hi, int64_t n, const char *what) {
+    if (!dist_active() || n == 0) return;
+    AG_ASSERT(n <= INT_MAX, "dist_allreduce_minmax_u64: %lld values", (long long)n);
+    wd_arm(what, dist_options()->timeout_s);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, lo, (int)n, MPI_UINT64_T, MPI_MIN, g.comm), what);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, hi, (int)n, MPI_UINT64_T, MPI_MAX, g.comm), what);
     wd_disarm();
-    int first = -1, bad = 0;
-    for (int i = 0; i < n; i++)
-        if (lo[i] != hi[i]) {
-            if (first < 0) first = i;
-            bad++;
-        }
-    free(lo);
-    if (!bad) return 0;
-    snprintf(err, errlen,
-             "parameters differ across ranks %s: first at '%s' (%d tensor%s differ); the "
-             "ranks no longer train the same model",
-             when ? when : "", s->params[first].name, bad, bad == 1 ? "" : "s");
-    return -1;
 }
 
 #endif  // POSTER_MPI

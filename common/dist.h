@@ -24,8 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "autograd/tensor.h"
-#include "train/config.h"
+#include "common/config.h"
+#include "common/rng.h"
 
 // Exit code of a rank that ends the job because of a distributed failure.
 #define DIST_EXIT_FAILURE 3
@@ -83,26 +83,14 @@ void dist_allreduce_max_f64(double *buf, int64_t n);
 void dist_allreduce_min_f64(double *buf, int64_t n);
 // From rank 0 to all.
 void dist_bcast(void *buf, size_t bytes);
-// Every float (parameters, buffers) and counter of s from rank 0: all ranks
-// start from rank 0's initialization or checkpoint.
-void dist_bcast_store(param_store *s);
-// The BatchNorm running statistics (PARAM_BUFFER tensors) from rank 0, after
-// every step, so all ranks hold rank 0's (DataParallel keeps replica 0's, DDP
-// broadcasts rank 0's). Counters (num_batches_tracked) advance by the sum of
-// every rank's forwards since the last dist_bcast_store/dist_sync_buffers, as
-// one process counting each micro-batch does.
-void dist_sync_buffers(param_store *s);
+// In place: lo the minimum and hi the maximum over ranks, element by element
+// (lo == hi everywhere afterwards: every rank holds the same values). `what`
+// names the collective in watchdog and error messages.
+void dist_allreduce_minmax_u64(uint64_t *lo, uint64_t *hi, int64_t n, const char *what);
 
 // ---- parameter consistency (debug) ----
 // 64-bit hash of the bits of n floats (order-dependent).
 uint64_t dist_hash_floats(const float *x, int64_t n);
-// Hash of the whole store (floats and counters).
-uint64_t dist_store_hash(const param_store *s);
-// Compares per-tensor hashes of s across ranks. Returns 0 when every rank holds
-// the same bits, else -1 on every rank with err naming the first differing
-// tensor, e.g. "parameters differ across ranks after epoch 3: first at
-// 'head.fc.weight' (and 5 more tensors)". `when` goes into the message.
-int dist_param_hash_check(const param_store *s, const char *when, char *err, size_t errlen);
 
 // ---- sampler shard ----
 // Rank r's share of a global batch of n samples: [r*n/N, (r+1)*n/N). Shares

@@ -1,12 +1,12 @@
 // `poster bench`: how fast the configured model trains on this machine, and
-// the shared step timing of train/bench.h (bench/bench_model.c uses it too).
+// the shared step timing of cli/bench.h (bench/bench_model.c uses it too).
 // Times forward (eval mode), forward + backward of the configured loss in
 // training mode, and the whole training step (SAM + Adam by default) through
 // the real optimizer code, on random inputs; reports the median over the
 // timed iterations as images/s, the time split of the step by section
 // (autograd/profile.h), the achieved GFLOP/s against a large cblas_sgemm's,
 // and the peak resident memory.
-#include "train/bench.h"
+#include "cli/bench.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -18,7 +18,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/profile.h"
-#include "train/cli.h"
+#include "cli/cli.h"
 #include "train/trainer.h"
 
 static double now_s(void) {
@@ -33,7 +33,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 // ---------------------------------------------------------------------------
-// Shared step timing (train/bench.h)
+// Shared step timing (cli/bench.h)
 
 int bench_ctx_init(bench_ctx *c, const poster_opts *o, const loss_opts *lo,
                    const optim_opts *oo, int batch, int size, char *err, size_t errlen) {

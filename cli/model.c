@@ -5,12 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/h5io.h"
+#include "common/atomic.h"
+#include "common/h5io.h"
 #include "autograd/ops.h"
 #include "layers/poster.h"
 #include "layers/state_io.h"
-#include "train/cli.h"
-#include "train/loss.h"
+#include "layers/weights.h"
+#include "cli/cli.h"
+#include "layers/loss.h"
 
 // Only the model.* and loss.* keys matter here; a full training recipe may be
 // given, its other sections are ignored (the training commands check them).
@@ -141,12 +143,9 @@ static int write_outputs(const char *path, poster_model *m, tensor *logits, tens
         snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
         rc = -1;
     }
-    if (!rc && rename(tmp, path)) {
-        snprintf(err, errlen, "%s: cannot rename %s over it", path, tmp);
-        rc = -1;
-    }
-    if (rc) remove(tmp);
-    return rc ? -1 : 0;
+    if (!rc) return atomic_commit(tmp, path, err, errlen);
+    remove(tmp);
+    return -1;
 }
 
 // Options: config (file / --set) first; keys it leaves unset come from the
@@ -235,7 +234,7 @@ int cli_forward(int argc, char **argv) {
     }
     param_store *s = poster_store(m);
     state_report rep;
-    if (state_load(weights, s, true, &rep, NULL, err, sizeof err)) {
+    if (weights_load(s, weights, "", true, &rep, NULL, err, sizeof err)) {
         fprintf(stderr, "poster forward: %s\n", err);
         goto done;
     }

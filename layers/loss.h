@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "autograd/tensor.h"
-#include "train/config.h"
+#include "common/config.h"
 
 typedef struct loss_opts {
     float ls_weight;   // weight of the label-smoothed term

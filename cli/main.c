@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "train/cli.h"
+#include "cli/cli.h"
 
 typedef struct {
     const char *name;

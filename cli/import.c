@@ -9,12 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autograd/h5io.h"
-#include "train/cli.h"
-#include "train/pth_read.h"
-
-#define STATE_FORMAT "poster-state"
-#define STATE_VERSION 1
+#include "common/atomic.h"
+#include "common/h5io.h"
+#include "cli/cli.h"
+#include "common/pth_read.h"
+#include "layers/state_io.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -65,19 +64,8 @@ static int write_state(const pth_state *st, const char *out, const char *prefix,
         snprintf(err, errlen, "%.900s: error closing the file", tmp);
         rc = -1;
     }
-    if (!rc) {  // flush to disk before the rename makes it visible
-        int fd = open(tmp, O_RDONLY);
-        if (fd < 0 || fsync(fd) != 0) {
-            snprintf(err, errlen, "%.900s: fsync failed: %s", tmp, strerror(errno));
-            rc = -1;
-        }
-        if (fd >= 0) close(fd);
-    }
-    if (!rc && rename(tmp, out) != 0) {
-        snprintf(err, errlen, "cannot rename %.480s to %.480s: %s", tmp, out, strerror(errno));
-        rc = -1;
-    }
-    if (rc) unlink(tmp);
+    if (!rc) return atomic_commit(tmp, out, err, errlen);
+    unlink(tmp);
     return rc;
 }
 

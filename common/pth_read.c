@@ -1,7 +1,7 @@
 // PyTorch checkpoint reader (see pth_read.h): the two torch.save containers,
-// storage bookkeeping, finding the state dict, materializing tensors, and
-// loading by name+shape into a param_store.
-#include "pth_read.h"
+// storage bookkeeping, finding the state dict, materializing tensors. It knows
+// no model: layers/weights.c matches the tensors to one.
+#include "common/pth_read.h"
 
 #include <hdf5.h>
 #include <stdarg.h>
@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <zip.h>
 
-#include "autograd/h5io.h"
-#include "train/unpickle.h"
+#include "common/h5io.h"
+#include "common/unpickle.h"
 
 __attribute__((format(printf, 3, 4))) static int errf(char *err, size_t errlen, const char *fmt,
                                                       ...) {
@@ -770,109 +770,4 @@ const char *pth_shape_str(const pth_tensor *t, char *buf, size_t n) {
         used += (size_t)snprintf(buf + used, n - used, d ? ", %d" : "%d", t->shape[d]);
     if (used < n) snprintf(buf + used, n - used, "]");
     return buf;
-}
-
-// ---------------------------------------------------------------------------
-// Loading into a param_store by name and shape.
-
-static bool shape_matches(const param *p, const pth_tensor *t) {
-    if (p->kind == PARAM_COUNTER) return t->numel == 1 && (t->ndim == 0 || t->ndim == 1);
-    if (p->ndim != t->ndim) return false;
-    for (int d = 0; d < t->ndim; d++)
-        if (p->shape[d] != t->shape[d]) return false;
-    return true;
-}
-
-#define LIST_MAX 40
-
-int pth_load_into_store(param_store *s, const char *path, const char *prefix,
-                        state_report *rep, FILE *log, char *err, size_t errlen) {
-    state_report local;
-    if (!rep) rep = &local;
-    memset(rep, 0, sizeof *rep);
-    pth_state *st = pth_load(path, err, errlen);
-    if (!st) return -1;
-    int rc = pth_state_into_store(s, st, path, prefix, rep, log, err, errlen);
-    pth_free(st);
-    return rc;
-}
-
-int pth_state_into_store(param_store *s, const pth_state *st, const char *path,
-                         const char *prefix, state_report *rep, FILE *log, char *err,
-                         size_t errlen) {
-    AG_ASSERT(s->finalized, "pth_state_into_store needs a finalized store");
-    state_report local;
-    if (!rep) rep = &local;
-    memset(rep, 0, sizeof *rep);
-    if (!prefix) prefix = "";
-    size_t plen = strlen(prefix);
-    param **target = calloc((size_t)(st->n ? st->n : 1), sizeof *target);
-    bool *hit = calloc((size_t)(s->n ? s->n : 1), 1);
-    if (!target || !hit) {
-        free(target);
-        free(hit);
-        return ERR("%s: out of memory", path);
-    }
-    char full[512], b1[96], b2[96];
-    int listed_u = 0, listed_s = 0;
-    for (int i = 0; i < st->n; i++) {
-        const pth_tensor *t = &st->t[i];
-        snprintf(full, sizeof full, "%s%s", prefix, t->name);
-        param *p = store_find(s, full);
-        if (!p) {
-            rep->unexpected++;
-            if (!rep->first_problem[0])
-                snprintf(rep->first_problem, sizeof rep->first_problem, "unexpected %.300s", full);
-            if (log && listed_u++ < LIST_MAX) fprintf(log, "  unexpected (not in the model): %s\n", full);
-        } else if (!shape_matches(p, t)) {
-            rep->misshaped++;
-            hit[p - s->params] = true;   // present, just not loadable: not "missing"
-            tensor tmp = {.ndim = p->ndim};
-            memcpy(tmp.shape, p->shape, sizeof tmp.shape);
-            if (!rep->first_problem[0])
-                snprintf(rep->first_problem, sizeof rep->first_problem, "misshaped %.300s: file %s, model %s",
-                         full, pth_shape_str(t, b1, sizeof b1), tensor_shape_str(&tmp, b2, sizeof b2));
-            if (log && listed_s++ < LIST_MAX)
-                fprintf(log, "  misshaped (kept): %s: file %s, model %s\n", full,
-                        pth_shape_str(t, b1, sizeof b1), tensor_shape_str(&tmp, b2, sizeof b2));
-        } else {
-            target[i] = p;
-            hit[p - s->params] = true;
-            rep->matched++;
-        }
-    }
-    int listed_m = 0;
-    for (int j = 0; j < s->n; j++) {
-        if (hit[j] || strncmp(s->params[j].name, prefix, plen)) continue;
-        rep->missing++;
-        if (!rep->first_problem[0])
-            snprintf(rep->first_problem, sizeof rep->first_problem, "missing %s", s->params[j].name);
-        if (log && listed_m++ < LIST_MAX)
-            fprintf(log, "  missing (kept its initialization): %s\n", s->params[j].name);
-    }
-    int rc = 0;
-    if (rep->matched == 0) {
-        rc = ERR("%s: none of its %d tensors matches the model by name and shape under prefix "
-                 "'%s' (%s)", path, st->n, prefix, rep->first_problem[0] ? rep->first_problem : "empty");
-    } else {
-        for (int i = 0; i < st->n; i++) {
-            param *p = target[i];
-            const pth_tensor *t = &st->t[i];
-            if (!p) continue;
-            if (p->kind == PARAM_COUNTER) *p->counter = t->is_int ? t->i64[0] : (int64_t)t->f32[0];
-            else
-                for (int64_t k = 0; k < t->numel; k++)
-                    p->t.data[k] = t->is_int ? (float)t->i64[k] : t->f32[k];
-        }
-        if (log) {
-            int more = (rep->unexpected > LIST_MAX) + (rep->misshaped > LIST_MAX) + (rep->missing > LIST_MAX);
-            fprintf(log, "import %s (%s, state dict at %s): %d tensors matched under '%s', %d missing, "
-                    "%d unexpected, %d misshaped%s\n", path, st->format, st->where, rep->matched,
-                    prefix, rep->missing, rep->unexpected, rep->misshaped,
-                    more ? " (lists above cut at 40 names)" : "");
-        }
-    }
-    free(target);
-    free(hit);
-    return rc;
 }

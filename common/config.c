@@ -1,5 +1,5 @@
 // INI configuration through libinih, with registered, typed keys.
-#include "config.h"
+#include "common/config.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "autograd/tensor.h"
+#include "common/check.h"
 
 void config_init(config *c) { memset(c, 0, sizeof(*c)); }
 
@@ -105,6 +105,10 @@ static int cfg_ini_handler(void *user, const char *section, const char *name,
     return 1;
 }
 
+// Parses the open stream f (named path in messages) and closes it.
+static int load_stream(config *c, FILE *f, const char *path, int depth, char *err,
+                       size_t errlen);
+
 static int load_file(config *c, const char *path, int depth, char *err, size_t errlen) {
     if (depth > 8) {
         snprintf(err, errlen, "%s: includes nest deeper than 8 (a cycle?)", path);
@@ -115,6 +119,11 @@ static int load_file(config *c, const char *path, int depth, char *err, size_t e
         snprintf(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
         return -1;
     }
+    return load_stream(c, f, path, depth, err, errlen);
+}
+
+static int load_stream(config *c, FILE *f, const char *path, int depth, char *err,
+                       size_t errlen) {
     load_ctx l = {c, f, 0, path, err, errlen, depth, 0};
     int rc = ini_parse_stream(line_reader, &l, cfg_ini_handler, &l);
     fclose(f);
@@ -134,6 +143,18 @@ static int load_file(config *c, const char *path, int depth, char *err, size_t e
 int config_load(config *c, const char *path, char *err, size_t errlen) {
     if (!c->path[0]) snprintf(c->path, sizeof c->path, "%s", path);
     return load_file(c, path, 0, err, errlen);
+}
+
+int config_load_text(config *c, const char *text, const char *label, char *err,
+                     size_t errlen) {
+    FILE *f = fmemopen((void *)text, strlen(text), "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read the configuration text: %s", label,
+                 strerror(errno));
+        return -1;
+    }
+    if (!c->path[0]) snprintf(c->path, sizeof c->path, "%s", label);
+    return load_stream(c, f, label, 0, err, errlen);
 }
 
 static void trim(char *s) {
