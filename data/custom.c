@@ -174,16 +174,28 @@ static int csv_open(const config *c, dataset *d, const char *split, pctx *p) {
         }
         bool all_int = true;
         long maxv = -1;
+        int maxline = 0;
         for (int i = 0; i < nt; i++) {
             long v;
             if (parse_int(tr[i].label, &v)) {
-                if (v > maxv) maxv = v;
+                if (v > maxv) {
+                    maxv = v;
+                    maxline = tr[i].line;
+                }
             } else {
                 all_int = false;
             }
         }
         if (all_int) {
             K = (int)config_int(c, "data.num_classes");
+            // A stray huge label would make millions of classes (found by fuzz_lists).
+            if (K == 0 && maxv >= DATA_MAX_CLASSES) {
+                snprintf(p->err, p->errlen, "%s:%d: label %ld: integer labels are class indices "
+                         "0..%d (name the classes with data.classes)", tlist, maxline, maxv,
+                         DATA_MAX_CLASSES - 1);
+                free_rows(tr, nt);
+                return -1;
+            }
             if (K == 0) K = (int)maxv + 1;
             names = malloc((size_t)(K > 0 ? K : 1) * sizeof(char *));
             for (int k = 0; k < K; k++) {

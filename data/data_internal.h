@@ -77,6 +77,9 @@ const float (*aug_norm_lut(void))[256];
 // ---------------------------------------------------------------------------
 // datasets.c
 
+// The most classes a dataset may have (data.num_classes, labels of csv lists).
+#define DATA_MAX_CLASSES 10000
+
 typedef enum { SRC_FILE, SRC_PIXELS, SRC_CACHE } data_src_kind;
 
 struct dataset {

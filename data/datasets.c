@@ -14,7 +14,7 @@ static const config_key k_data[] = {
     {"data.format", CK_ENUM, "rafdb", 0, 0, "rafdb|ferplus|affectnet|folder|csv",
      "dataset layout (README, \"Datasets\")"},
     {"data.root", CK_STR, "", 0, 0, NULL, "dataset folder"},
-    {"data.num_classes", CK_INT, "0", 0, 10000, NULL,
+    {"data.num_classes", CK_INT, "0", 0, DATA_MAX_CLASSES, NULL,
      "classes (0 = the dataset's own: RAF-DB 7, FERPlus 8, AffectNet model.num_classes or 7, "
      "custom: from the train split)"},
     {"data.channel_order", CK_ENUM, "auto", 0, 0, "auto|bgr|rgb",
