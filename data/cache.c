@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/atomic.h"
 #include "common/h5io.h"
 #include "data/data_internal.h"
 
@@ -161,31 +162,13 @@ out:
     return rc;
 }
 
-// Splits a format keeps: RAF-DB and AffectNet have two, the others three.
-bool data_split_exists(const config *c, const char *split) {
-    const char *fmt = config_str(c, "data.format");
-    if (!strcmp(fmt, "rafdb")) return strcmp(split, "val");
-    if (!strcmp(fmt, "affectnet")) return strcmp(split, "test");
-    if (!strcmp(fmt, "ferplus")) return true;
-    char p[1200];
-    if (!strcmp(fmt, "folder")) {
-        snprintf(p, sizeof p, "%s/%s", config_str(c, "data.root"), split);
-    } else {
-        char key[64];
-        snprintf(key, sizeof key, "data.%s_list", split);
-        if (*config_str(c, key)) snprintf(p, sizeof p, "%s", config_str(c, key));
-        else snprintf(p, sizeof p, "%s/%s.csv", config_str(c, "data.root"), split);
-    }
-    return access(p, F_OK) == 0;
-}
-
 int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, size_t errlen) {
     if (*config_str(c, "data.cache")) {
         snprintf(err, errlen, "data.cache is set: prepare reads data.root (clear data.cache)");
         return -1;
     }
     char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
+    if (atomic_tmp_name(out_path, tmp, sizeof tmp, err, errlen)) return -1;
     h5_quiet();
     hid_t f = h5_create(tmp, err, errlen);
     if (f < 0) return -1;
@@ -205,7 +188,8 @@ int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, s
                 strncat(classes, d->class_names[k], sizeof classes - strlen(classes) - 2);
                 if (k + 1 < d->num_classes) strcat(classes, "\n");
             }
-            bgr = !strcmp(d->format, "rafdb");
+            const data_format *fmt = data_format_find(d->format);
+            bgr = fmt && fmt->bgr;
         }
         rc = write_split(f, d, log, &skipped, err, errlen);
         dataset_close(d);
@@ -223,10 +207,8 @@ int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, s
         snprintf(err, errlen, "%s: close failed (disk full?)", tmp);
         rc = -1;
     }
-    if (!rc && rename(tmp, out_path)) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
-        rc = -1;
-    }
+    // fsync'ed and renamed over out_path by the one atomic writer (removes tmp on failure)
+    if (!rc && atomic_commit(tmp, out_path, err, errlen)) rc = -1;
     if (rc) unlink(tmp);
     else if (log && skipped)
         fprintf(log, "prepare: skipped %d bad sample%s in total\n", skipped, skipped == 1 ? "" : "s");
@@ -288,7 +270,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
     char probe[64];
     snprintf(probe, sizeof probe, "%s/label", sp);
     if (!h5_exists(f, probe)) {
-        sp = !strcmp(split, "val") ? "test" : !strcmp(split, "test") ? "val" : split;
+        sp = data_split_stand_in(split);
         snprintf(probe, sizeof probe, "%s/label", sp);
         if (!h5_exists(f, probe)) {
             snprintf(err, errlen, "%s: no split \"%s\" in the cache", path, split);
@@ -399,8 +381,7 @@ int dataset_open_cache(const config *c, const char *path, const char *split, dat
     snprintf(d->format, sizeof d->format, "%s", dfmt);
     snprintf(d->split, sizeof d->split, "%s", split);
     snprintf(d->root, sizeof d->root, "%s", root);
-    const char *co = config_str(c, "data.channel_order");
-    d->bgr = !strcmp(co, "bgr") || (!strcmp(co, "auto") && !strcmp(order, "bgr"));
+    d->bgr = data_channel_bgr(c, !strcmp(order, "bgr"));
     d->skip_bad = config_bool(c, "data.skip_bad");
     long want = config_int(c, "data.num_classes");
     if (want && want != K) {

@@ -77,6 +77,9 @@ const float (*aug_norm_lut(void))[256];
 // ---------------------------------------------------------------------------
 // datasets.c
 
+// The most classes a dataset may have (data.num_classes, labels of csv lists).
+#define DATA_MAX_CLASSES 10000
+
 typedef enum { SRC_FILE, SRC_PIXELS, SRC_CACHE } data_src_kind;
 
 struct dataset {
@@ -111,6 +114,80 @@ int dataset_load(const dataset *d, int i, void *tj, image_u8 *out, char *err, si
 int dataset_open_cache(const config *c, const char *path, const char *split, dataset **out,
                        char *err, size_t errlen);
 
+// The channel-order rule, once: data.channel_order = bgr, or auto and the
+// dataset's official order is BGR (RAF-DB, read by OpenCV in the official code).
+bool data_channel_bgr(const config *c, bool official_bgr);
+// The split named instead when a folder or cache has only one of val and test.
+const char *data_split_stand_in(const char *split);
+
+// ---------------------------------------------------------------------------
+// parse.c: what the format readers share
+
+// Where a reader is: file and line for messages, data.skip_bad, the log.
+typedef struct pctx {
+    const char *file;
+    int line;
+    bool skip;      // data.skip_bad
+    FILE *log;
+    int nbad;
+    char *err;
+    size_t errlen;
+} pctx;
+
+// A bad line: fatal (returns -1, err set) or, with skip_bad, logged (returns 0).
+__attribute__((format(printf, 2, 3))) int parse_bad(pctx *p, const char *fmt, ...);
+// Reads a line without its end-of-line; false at EOF.
+bool parse_line(FILE *f, char **buf, size_t *cap, int *lineno);
+bool parse_blank(const char *s);
+bool parse_int(const char *s, long *v);   // the whole string, blanks around allowed
+bool parse_is_dir(const char *p);
+bool parse_is_file(const char *p);
+// Splits a CSV line in place (double quotes honoured). Returns the field count.
+int parse_csv_split(char *s, char **fields, int max);
+char *parse_trim(char *s);
+// Opens a list for reading; messages then name it (p->file, line 0), or
+// err = "PATH: cannot open: ...".
+FILE *parse_open_list(pctx *p, const char *path);
+
+typedef struct {
+    char *name;
+    long num;      // numeric stem, or -1
+} dir_item;
+// Lists the entries of a folder (sorted: numerically when stems are numbers).
+// want_dirs selects folders, else JPEG files; *others counts what was left out.
+int parse_list_dir(const char *dir, bool want_dirs, dir_item **out, int *n, int *others);
+void parse_free_items(dir_item *it, int n);
+// "a, b,c" -> n malloc'ed trimmed names.
+int parse_split_names(const char *s, char ***out);
+void parse_free_names(char **v, int n);
+int parse_cmp_str(const void *a, const void *b);   // qsort on char * (or dir_item)
+int parse_find_name(char **names, int n, const char *s);
+
+// ---------------------------------------------------------------------------
+// The formats (data.format), one file each: rafdb.c, ferplus.c, affectnet.c,
+// custom.c (folder, csv). datasets.c holds the table and opens through it;
+// cache.c asks it which splits exist and what the official channel order is.
+
+typedef struct data_format {
+    const char *name;   // the data.format value
+    // Fills d (root, format and the requested split already set in d) with the
+    // samples and classes of `split`, the split the format stores (split_of).
+    int (*open)(const config *c, dataset *d, const char *split, pctx *p);
+    // The stored split each of train, val, test reads ("val" of RAF-DB is its
+    // test split); {NULL} when the splits are files or folders (split_path).
+    const char *split_of[3];
+    // Files and folders: where a split is under root (exists = it is there).
+    void (*split_path)(const config *c, const char *root, const char *split, char *buf,
+                       size_t n);
+    bool bgr;          // official channel order BGR
+    bool needs_root;   // data.root must be set (csv lists may name their own paths)
+} data_format;
+
+extern const data_format data_format_rafdb, data_format_ferplus, data_format_affectnet,
+    data_format_folder, data_format_csv;
+// The format named by data.format; NULL for an unknown name.
+const data_format *data_format_find(const char *name);
+
 // ---------------------------------------------------------------------------
 // sampler.c: the sample order of an epoch (depends on seed and epoch only)
 
@@ -140,10 +217,10 @@ int cache_prepare(const config *c, const char *out_path, FILE *log, char *err, s
 // command reports every problem), and the parsers the tests check directly.
 int dataset_open_ex(const config *c, const char *split, bool skip_bad, FILE *log, dataset **out,
                     char *err, size_t errlen);
-// FERPlus majority label from the 10 vote columns; -1 = dropped.
-int ferplus_majority(const double votes[10]);
-int npy_read_label(const char *path, long *v, char *err, size_t errlen);
-
-// cache.c: whether a split exists for the configured dataset (RAF-DB: train
-// and test; AffectNet: train and val; FERPlus all three; custom: on disk).
+// Whether a split exists for the configured dataset (RAF-DB: train and test;
+// AffectNet: train and val; FERPlus all three; folder and csv: on disk).
 bool data_split_exists(const config *c, const char *split);
+// ferplus.c: FERPlus majority label from the 10 vote columns; -1 = dropped.
+int ferplus_majority(const double votes[10]);
+// affectnet.c: the single integer label of a .npy file.
+int npy_read_label(const char *path, long *v, char *err, size_t errlen);

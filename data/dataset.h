@@ -16,6 +16,10 @@
 // data.image_size (224 or 112: the fast path computing only the pixels the
 // network reads), ...
 void data_config_register(config *c);
+// Whether the configured dataset's tensors are BGR: data.channel_order = bgr,
+// or auto and the format's official order is BGR (RAF-DB). For images read
+// outside a dataset (poster predict) in the order the model was trained on.
+bool data_format_bgr(const config *c);
 
 typedef struct dataset dataset;
 

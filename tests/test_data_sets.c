@@ -414,6 +414,16 @@ static void test_folder_and_csv(void **state) {
     d = open_ok(c, "val");
     assert_int_equal(dataset_size(d), 2);
     dataset_close(d);
+    // A huge integer label is an error naming its line, not millions of classes
+    // (fuzz_lists timed out on 6666666 classes: tests/fuzz/regress/lists/csv_huge_label).
+    td_mkdirs(tu_path("/sets/bigl"));
+    td_write(tu_path("/sets/bigl/train.csv"), "a.jpg,0\nb.jpg,6666666\n");
+    c = td_config("csv", tu_path("/sets/bigl"), NULL);
+    open_fails(c, "train", "train.csv:2", "class indices 0..9999");
+    td_write(tu_path("/sets/bigl/train.csv"), "a.jpg,0\nb.jpg,9999\n");
+    d = open_ok(c, "train");
+    assert_int_equal(dataset_num_classes(d), 10000);
+    dataset_close(d);
 }
 
 static void test_cache_roundtrip(void **state) {

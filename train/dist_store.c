@@ -33,7 +33,9 @@ static void counters_snapshot(const param_store *s) {
         AG_ASSERT(g_cnt.snap != NULL, "out of memory");
         g_cnt.n = s->n_counters;
     }
-    memcpy(g_cnt.snap, s->counters, (size_t)s->n_counters * sizeof(int64_t));
+    // A model without counters: snap (never allocated) and counters are NULL,
+    // and memcpy on NULL is undefined even for 0 bytes (UBSan, make asan).
+    if (s->n_counters) memcpy(g_cnt.snap, s->counters, (size_t)s->n_counters * sizeof(int64_t));
     g_cnt.store = s;
 }
 

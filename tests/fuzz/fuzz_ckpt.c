@@ -25,8 +25,7 @@ static void fzc_setup(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    h5_quiet();
-    h5_set_legacy_ok(false);   // libhdf5 itself may crash on damaged unchecksummed files
+    fz_h5_init();
     fzc_setup();
     const char *dir = getenv("FUZZ_WRITE_SEEDS");
     if (dir) {
