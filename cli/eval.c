@@ -261,8 +261,7 @@ int cli_predict(int argc, char **argv) {
         for (char *t = strtok_r(names_text, "\n", &save); t && k < K; t = strtok_r(NULL, "\n", &save))
             names[k++] = t;
     }
-    const char *format = config_str(&c, "data.format"), *co = config_str(&c, "data.channel_order");
-    const bool bgr = !strcmp(co, "bgr") || (!strcmp(co, "auto") && !strcmp(format, "rafdb"));
+    const bool bgr = data_format_bgr(&c);   // the format table's channel rule
     const int S = (int)config_int(&c, "data.image_size"), step = 224 / S;
     float *x = malloc((size_t)3 * S * S * sizeof(float));
     float *prob = malloc((size_t)K * sizeof(float));
