@@ -29,6 +29,8 @@ BUILD   ?= build
 TEST_ONLY_SRC := autograd/ops_ref.c
 LIB_SRC := $(sort $(filter-out cli/main.c $(TEST_ONLY_SRC),$(wildcard common/*.c autograd/*.c layers/*.c data/*.c train/*.c eval/*.c cli/*.c)))
 TEST_ONLY_OBJ := $(TEST_ONLY_SRC:%.c=$(BUILD)/%.o)
+# Only the pattern rule for tests names it: keep make from deleting it as an intermediate.
+.SECONDARY: $(TEST_ONLY_OBJ)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
