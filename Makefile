@@ -1,6 +1,6 @@
 # POSTER in C. `make demo` and `make test` are the two commands a newcomer runs.
 CC      ?= gcc
-PKGS    := openblas hdf5 libturbojpeg inih libzip cairo
+PKGS    := openblas hdf5 libturbojpeg inih libzip cairo fontconfig
 export PKG_CONFIG_PATH := /usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 PKG_CFLAGS = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell PKG_CONFIG_PATH=$(PKG_CONFIG_PATH) pkg-config --libs $(PKGS) 2>/dev/null)

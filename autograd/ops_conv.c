@@ -493,10 +493,15 @@ static void gemm_backward_sample(const conv2d_geom *g, const float *xb, const fl
 void conv_bias_backward(const float *dy, int B, int C, int64_t HW, float *db) {
 #pragma omp parallel for schedule(static) if ((int64_t)B * C * HW > 65536)
     for (int c = 0; c < C; c++) {
+        // Double throughout: a bias whose exact gradient is 0 (a per-token constant
+        // that a LayerNorm removes, e.g. the last block's conv.bias of token 0) gets
+        // float32 rounding noise here that Adam turns into lr-sized steps; a float
+        // running sum over HW terms made that noise ~10x PyTorch's pairwise sum.
         double s = 0;
         for (int b = 0; b < B; b++) {
             const float *r = dy + ((int64_t)b * C + c) * HW;
-            float t = 0;
+            double t = 0;
+#pragma omp simd reduction(+ : t)
             for (int64_t i = 0; i < HW; i++) t += r[i];
             s += t;
         }

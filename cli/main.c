@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "eval/plot.h"
 
 typedef struct {
     const char *name;
@@ -38,8 +39,11 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof g_cmds / sizeof g_cmds[0]; i++)
-        if (g_cmds[i].fn && !strcmp(argv[1], g_cmds[i].name))
-            return g_cmds[i].fn(argc - 1, argv + 1);
+        if (g_cmds[i].fn && !strcmp(argv[1], g_cmds[i].name)) {
+            int rc = g_cmds[i].fn(argc - 1, argv + 1);
+            plot_release_fonts();   // so valgrind sees nothing of fontconfig's left
+            return rc;
+        }
     fprintf(stderr, "poster: unknown command '%s'\n\n", argv[1]);
     print_help(stderr);
     return 2;

@@ -2,6 +2,7 @@
 #include "plot.h"
 
 #include <cairo.h>
+#include <fontconfig/fontconfig.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <math.h>
@@ -419,4 +420,9 @@ int plot_spread(const char *path, const plot_spread_data *d, char *err, size_t e
     text_centered(cr, d->title ? d->title : "sweep", (W < 420 ? 420 : W) / 2.0, 24);
     cairo_destroy(cr);
     return finish(surf, path, err, errlen);
+}
+
+void plot_release_fonts(void) {
+    cairo_debug_reset_static_data();
+    FcFini();
 }

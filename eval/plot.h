@@ -32,3 +32,9 @@ typedef struct plot_spread_data {
 } plot_spread_data;
 
 int plot_spread(const char *path, const plot_spread_data *d, char *err, size_t errlen);
+
+// Hands back what cairo and fontconfig keep for the life of the process (font
+// caches, the parsed fontconfig configuration). Call once at exit, after the
+// last picture; no cairo object may be alive. Lets valgrind and LeakSanitizer
+// see 0 bytes lost without suppressions.
+void plot_release_fonts(void);

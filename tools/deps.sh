@@ -3,7 +3,7 @@
 # Uses sudo when not root. Prints which libraries pkg-config then finds.
 set -euo pipefail
 pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libturbojpeg0-dev
-      libinih-dev libcmocka-dev libzip-dev libcairo2-dev fonts-dejavu-core
+      libinih-dev libcmocka-dev libzip-dev libcairo2-dev libfontconfig-dev fonts-dejavu-core
       libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 export PKG_CONFIG_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 found=""
-for lib in openblas hdf5 libturbojpeg inih cmocka libzip cairo; do
+for lib in openblas hdf5 libturbojpeg inih cmocka libzip cairo fontconfig; do
   if pkg-config --exists "$lib"; then found="$found $lib-$(pkg-config --modversion $lib)";
   else echo "deps: pkg-config cannot find $lib" >&2; exit 1; fi
 done
