@@ -244,10 +244,45 @@ static void test_plots(void **st) {
     assert_int_not_equal(plot_curves(tu_path("/nonexistent_dir/x.png"), &d, err, sizeof err), 0);
 }
 
+static unsigned char *read_all(const char *path, long *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)*n);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)*n, f), (size_t)*n);
+    fclose(f);
+    return b;
+}
+
+// plot_release_fonts (called by `poster` at exit) hands fontconfig's and cairo's
+// process-wide data back; drawing afterwards must set them up again and give
+// the same picture byte for byte.
+static void test_plots_after_release(void **st) {
+    (void)st;
+    int64_t m[4] = {3, 1, 0, 4};
+    const char *names[] = {"Happiness", "Neutral"};
+    char err[512];
+    long n1, n2;
+    assert_int_equal(plot_confusion(tu_path("/r1.png"), m, 2, names, "r", err, sizeof err), 0);
+    plot_release_fonts();
+    assert_int_equal(plot_confusion(tu_path("/r2.png"), m, 2, names, "r", err, sizeof err), 0);
+    plot_release_fonts();
+    unsigned char *a = read_all(tu_path("/r1.png"), &n1), *b = read_all(tu_path("/r2.png"), &n2);
+    assert_true(n1 > 1000);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, (size_t)n1);
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_hand), cmocka_unit_test(test_argmax_logits),
         cmocka_unit_test(test_csv_print), cmocka_unit_test(test_plots),
+        cmocka_unit_test(test_plots_after_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

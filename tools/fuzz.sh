@@ -26,7 +26,7 @@ opt="-g -O1 -fno-omit-frame-pointer $san -fsanitize=fuzzer-no-link"
 # The library, sanitized, in its own build folder (make tracks what changed).
 make --no-print-directory -s BUILD=$out CC="$CC" MPI=0 OPT="$opt" $out/libposter.a
 blas=/usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig
-libs="$(PKG_CONFIG_PATH=$blas${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH} pkg-config --libs openblas hdf5 libturbojpeg inih libzip cairo)"
+libs="$(PKG_CONFIG_PATH=$blas${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH} pkg-config --libs openblas hdf5 libturbojpeg inih libzip cairo fontconfig)"
 libs="$libs -Wl,-rpath,$(PKG_CONFIG_PATH=$blas pkg-config --variable=libdir openblas)"
 all_targets=$(cd tests/fuzz && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')
 build() {   # target
