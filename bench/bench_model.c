@@ -78,9 +78,11 @@ static int bench_one(const char *label, const poster_opts *o, int size, int batc
     char name[96];
     for (int mode = 0; mode < 3; mode++) {
         if (skipped(what[mode])) continue;
-        double mn, mx, med = bench_time(&c, mode, iters, mode == BENCH_STEP, &mn, &mx);
+        const bool prof = mode == BENCH_STEP || mode == BENCH_FORWARD;
+        double mn, mx, med = bench_time(&c, mode, iters, prof, &mn, &mx);
         snprintf(name, sizeof name, "%s_%s", label, what[mode]);
         report(name, med, mn, mx, batch);
+        if (mode == BENCH_FORWARD) bench_print_split(&c, mode, iters, med, sgemm, stdout);
         if (mode == BENCH_STEP) {
             // Right after the step as well: other jobs may share the cores, and the
             // yardstick should see the same machine as the step.

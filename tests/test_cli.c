@@ -49,7 +49,9 @@ static void test_bench_runs_and_rejects_bad_flags(void **state) {
                      2);
     assert_true(sec > 0 && ips > 0);
     const char *split[] = {"SPLIT train_step ir50 ", "SPLIT train_step transformer ",
-                           "SPLIT train_step sam ", "SPLIT train_step optimizer ", "GFLOPS train_step "};
+                           "SPLIT train_step sam ", "SPLIT train_step optimizer ", "GFLOPS train_step ",
+                           // the evaluation forward's split: forward time only
+                           "SPLIT forward ir50 ", "SPLIT forward transformer ", "GFLOPS forward "};
     for (size_t i = 0; i < sizeof split / sizeof split[0]; i++)
         if (!strstr(out, split[i])) fail_msg("no '%s' in:\n%s", split[i], out);
     assert_int_equal(run("bench --help", out, sizeof out), 0);
