@@ -61,7 +61,16 @@ int npy_read_label(const char *path, long *v, char *err, size_t errlen) {
     }
     for (char *s = lp + 1; s < rp;) {
         if (isdigit((unsigned char)*s)) {
-            count *= strtol(s, &s, 10);
+            // A damaged header may hold any digits: each extent and the product
+            // stay within 2^31 (found by the npy fuzz target: an overflowing product).
+            errno = 0;
+            long d = strtol(s, &s, 10);
+            if (errno == ERANGE || d > INT32_MAX || (d > 0 && count > INT32_MAX / d)) {
+                snprintf(err, errlen, "%s: .npy shape extent out of range, expected one label",
+                         path);
+                goto done;
+            }
+            count *= d;
         } else {
             s++;
         }

@@ -201,9 +201,11 @@ static void test_ferplus(void **state) {
     open_fails(c, "test", "fer2013new.csv:10", "12 columns");
 }
 
-static void write_npy(const char *path, const char *descr, const void *data, size_t n) {
-    char hdr[128];
-    int len = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (), }", descr);
+static void write_npy_shaped(const char *path, const char *descr, const char *shape,
+                             const void *data, size_t n) {
+    char hdr[160];
+    int len = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                       descr, shape);
     int total = 10 + len + 1, pad = (64 - total % 64) % 64;
     FILE *f = fopen(path, "wb");
     uint16_t hl = (uint16_t)(len + pad + 1);
@@ -214,6 +216,10 @@ static void write_npy(const char *path, const char *descr, const void *data, siz
     fputc('\n', f);
     fwrite(data, 1, n, f);
     fclose(f);
+}
+
+static void write_npy(const char *path, const char *descr, const void *data, size_t n) {
+    write_npy_shaped(path, descr, "()", data, n);
 }
 
 static void npy_label(const char *path, long code, int style) {
@@ -295,6 +301,22 @@ static void test_affectnet_npy(void **state) {
     open_fails(c, "train", "6_exp.npy", "xy");
     write_npy(tu_path("/sets/affn/train_set/annotations/6_exp.npy"), "<f8", u, 8);
     open_fails(c, "train", "6_exp.npy", "dtype");
+    // Shapes whose extents or product overflow (the npy fuzz target found the
+    // second: tests/fuzz/regress/npy/shape_product_overflow) are errors, not UB.
+    int64_t one = 1;
+    const char *shapes[] = {"(18386150820858355157,)", "(65536, 65536)", "(3037000500, 3037000500)"};
+    for (int i = 0; i < 3; i++) {
+        write_npy_shaped(tu_path("/sets/affn/train_set/annotations/6_exp.npy"), "<i8", shapes[i],
+                         &one, 8);
+        assert_int_not_equal(npy_read_label(tu_path("/sets/affn/train_set/annotations/6_exp.npy"),
+                                            &v, g_err, sizeof g_err), 0);
+        if (!strstr(g_err, "6_exp.npy") || !strstr(g_err, "out of range"))
+            fail_msg("shape %s: %s", shapes[i], g_err);
+    }
+    write_npy_shaped(tu_path("/sets/affn/train_set/annotations/6_exp.npy"), "<i8", "(1, 1)", &one, 8);
+    assert_int_equal(npy_read_label(tu_path("/sets/affn/train_set/annotations/6_exp.npy"), &v,
+                                    g_err, sizeof g_err), 0);
+    assert_int_equal(v, 1);
 }
 
 static void test_affectnet_lists_and_original(void **state) {
