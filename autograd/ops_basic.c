@@ -345,9 +345,12 @@ tensor *op_sigmoid(tensor *x) {
 
 // glibc's libmvec (linked through libm) has vector erff and expf (AVX2: 8 at a
 // time, within 1-2 ulp as the scalar ones); declaring them simd lets the GELU
-// loops below call those.
+// loops below call those. (gcc only: clang, used for the fuzz build, has no
+// such attribute and calls the scalar ones.)
+#if defined(__GNUC__) && !defined(__clang__)
 float erff(float) __attribute__((simd("notinbranch")));
 float expf(float) __attribute__((simd("notinbranch")));
+#endif
 
 static void gelu_forward(const float *x, float *y, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= 4096)
