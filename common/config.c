@@ -262,7 +262,7 @@ static int check_value(const config_key *k, const char *v, const char *source, c
                        size_t errlen) {
     long l;
     double d;
-    int ints[64];
+    int ints[CONFIG_INTLIST_MAX];
     switch (k->type) {
     case CK_INT:
         if (!parse_long(v, &l) || l < k->lo || l > k->hi) {
@@ -293,7 +293,7 @@ static int check_value(const config_key *k, const char *v, const char *source, c
         }
         return 0;
     case CK_INTLIST:
-        if (parse_intlist(v, ints, 64, k->lo, k->hi) <= 0) {
+        if (parse_intlist(v, ints, CONFIG_INTLIST_MAX, k->lo, k->hi) <= 0) {
             snprintf(err, errlen,
                      "%s: %s = '%s' is invalid: expected comma-separated integers in "
                      "[%.0f, %.0f]",
@@ -374,8 +374,12 @@ bool config_bool(const config *c, const char *key) {
 int config_intlist(const config *c, const char *key, int *out, int max) {
     const config_key *k = config_find_key(c, key);
     AG_ASSERT(k != NULL, "config key %s is not registered", key);
-    int n = parse_intlist(config_str(c, key), out, max, k->lo, k->hi);
+    // Parsed against the validator's bound, not the caller's: a valid list longer
+    // than max is the caller's user error to report (found by the config fuzz target).
+    int all[CONFIG_INTLIST_MAX];
+    int n = parse_intlist(config_str(c, key), all, CONFIG_INTLIST_MAX, k->lo, k->hi);
     AG_ASSERT(n > 0, "config %s is not an integer list (validate first)", key);
+    memcpy(out, all, (size_t)(n < max ? n : max) * sizeof(int));
     return n;
 }
 

@@ -69,6 +69,9 @@ const char *config_str(const config *c, const char *key);
 long config_int(const config *c, const char *key);
 double config_float(const config *c, const char *key);
 bool config_bool(const config *c, const char *key);
+// A validated list (at most CONFIG_INTLIST_MAX entries): the first min(n, max)
+// values go to out; returns n, the list's full length, which may exceed max.
+#define CONFIG_INTLIST_MAX 64
 int config_intlist(const config *c, const char *key, int *out, int max);
 
 // The resolved configuration (every registered key with its value) as INI text;

@@ -37,6 +37,16 @@ static void test_load_include_set(void **state) {
     int u[8];
     assert_int_equal(config_intlist(&c, "model.ir_units", u, 8), 3);
     assert_int_equal(u[2], 2);
+    // A valid list longer than the caller's buffer: its full length, no overrun
+    // (the config fuzz target's find: 9 counts used to trip an assertion).
+    int v[4] = {0, 0, 0, -7};
+    assert_int_equal(config_set(&c, "model.ir_units=1, 2,1 ,2,1,1,2,1,  1", err, sizeof err), 0);
+    assert_int_equal(config_validate(&c, err, sizeof err), 0);
+    assert_int_equal(config_intlist(&c, "model.ir_units", v, 3), 9);
+    assert_int_equal(v[0], 1);
+    assert_int_equal(v[2], 1);
+    assert_int_equal(v[3], -7);
+    assert_int_equal(config_set(&c, "model.ir_units=3,4,2", err, sizeof err), 0);
     char *d = config_dump(&c);
     assert_non_null(strstr(d, "[model]\ndepth = 4\n"));
     free(d);
