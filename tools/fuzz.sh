@@ -65,6 +65,8 @@ for t in $targets; do
   done
   echo "fuzz.sh: fuzzing $t for ${secs}s (corpus $out/corpus/$t, crashes $out/crashes/$t)"
   log=$out/fuzz_$t.log
+  stamp=$out/.start_$t   # crashes count from this run only (older ones stay for reproducing)
+  touch "$stamp"
   rc=0
   case $t in cache|ckpt) per_input_leaks=0 ;; *) per_input_leaks=1 ;; esac
   "$out/fuzz_$t" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
@@ -79,15 +81,16 @@ for t in $targets; do
     leaks=$(grep -c 'ERROR: LeakSanitizer' "$out/fuzz_$t.leaks.log" || true)
     [ "$leaks" = 0 ] && leaks=fail
     status=1
-    grep -E 'ERROR|SUMMARY' "$out/fuzz_$t.leaks.log" | head -3 | sed 's/^/    /'
+    { grep -E 'ERROR|SUMMARY' "$out/fuzz_$t.leaks.log" || true; } | head -3 | sed 's/^/    /'
   fi
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
   ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-  ncrash=$(find "$out/crashes/$t" -type f | wc -l)
+  ncrash=$(find "$out/crashes/$t" -type f -newer "$stamp" | wc -l)
   printf '%-8s %8s %12s %10s %8s %8s %8s %6s\n' "$t" "$secs" "${execs:-?}" "${eps:-?}" "${cov:-?}" "${ft:-?}" "$ncrash" "$leaks" >> "$summary"
   if [ "$rc" != 0 ] || [ "$ncrash" != 0 ]; then
     status=1
-    grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -5 | sed 's/^/    /'
+    # || true: with no match grep fails, and pipefail would end the whole run here
+    { grep -E 'ERROR|SUMMARY|Test unit written' "$log" || true; } | head -5 | sed 's/^/    /'
   fi
 done
 cat "$summary"
