@@ -33,8 +33,23 @@ static config_entry *find_entry(const config *c, const char *key) {
     return NULL;
 }
 
+// libinih reads a recipe line into a buffer of INI_MAX_LINE bytes (200 in Debian's
+// build); a longer line comes back in pieces that parse as garbage. So every value
+// we accept must fit on one line of the dump (`name = value`), or the run's
+// config.ini could not be read back (found by the config fuzz target).
+#define CONFIG_LINE_MAX (INI_MAX_LINE - 2)   // characters, without the newline
+
 static int put(config *c, const char *key, const char *value, const char *source,
                char *err, size_t errlen) {
+    const char *dot = strchr(key, '.');
+    size_t line = strlen(dot ? dot + 1 : key) + 3 + strlen(value);
+    if (line > CONFIG_LINE_MAX) {
+        snprintf(err, errlen, "%s: the value of %s is %zu characters: a recipe line holds at "
+                 "most %d ('name = value'), so config.ini could not be read back; shorten it "
+                 "(a shorter path, or a symbolic link)", source, key, strlen(value),
+                 CONFIG_LINE_MAX);
+        return -1;
+    }
     config_entry *e = find_entry(c, key);
     if (!e) {
         if (c->n == CONFIG_MAX_ENTRIES) {
@@ -57,6 +72,8 @@ typedef struct {
     config *c;
     FILE *fp;
     int lineno;          // counted by line_reader: inih reads one line per call
+    int overlong;        // the line number of a line longer than inih's buffer, or 0
+    int maxline;         // the longest line inih's buffer holds
     const char *path;
     char *err;
     size_t errlen;
@@ -68,8 +85,19 @@ static int load_file(config *c, const char *path, int depth, char *err, size_t e
 
 static char *line_reader(char *buf, int n, void *stream) {
     load_ctx *l = stream;
+    if (l->overlong) return NULL;
     char *r = fgets(buf, n, l->fp);
-    if (r) l->lineno++;
+    if (!r) return NULL;
+    l->lineno++;
+    size_t k = strlen(buf);
+    if (k == (size_t)n - 1 && buf[k - 1] != '\n' && !feof(l->fp)) {
+        int ch = fgetc(l->fp);   // exactly n - 1 characters and then the newline is fine
+        if (ch != '\n' && ch != EOF) {
+            l->overlong = l->lineno;
+            l->maxline = n - 1;
+            return NULL;   // inih stops here; load_stream reports it
+        }
+    }
     return r;
 }
 
@@ -124,10 +152,16 @@ static int load_file(config *c, const char *path, int depth, char *err, size_t e
 
 static int load_stream(config *c, FILE *f, const char *path, int depth, char *err,
                        size_t errlen) {
-    load_ctx l = {c, f, 0, path, err, errlen, depth, 0};
+    load_ctx l = {c, f, 0, 0, 0, path, err, errlen, depth, 0};
     int rc = ini_parse_stream(line_reader, &l, cfg_ini_handler, &l);
     fclose(f);
     if (l.failed) return -1;
+    if (l.overlong) {
+        snprintf(err, errlen, "%s:%d: line longer than %d characters (the INI reader's limit); "
+                 "shorten it (a shorter path, or a symbolic link)", path, l.overlong,
+                 l.maxline);
+        return -1;
+    }
     if (rc > 0) {
         snprintf(err, errlen, "%s:%d: syntax error (expected 'key = value' or '[section]')",
                  path, rc);
