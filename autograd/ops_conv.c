@@ -494,9 +494,9 @@ void conv_bias_backward(const float *dy, int B, int C, int64_t HW, float *db) {
 #pragma omp parallel for schedule(static) if ((int64_t)B * C * HW > 65536)
     for (int c = 0; c < C; c++) {
         // Double throughout: a bias whose exact gradient is 0 (a per-token constant
-        // that a LayerNorm removes, e.g. the last block's conv.bias of token 0) gets
-        // float32 rounding noise here that Adam turns into lr-sized steps; a float
-        // running sum over HW terms made that noise ~10x PyTorch's pairwise sum.
+        // that a LayerNorm removes, e.g. the pyramid blocks' conv.bias) gets only
+        // rounding noise here, which Adam turns into lr-sized steps; a float running
+        // sum over HW terms adds the most noise of all summation orders.
         double s = 0;
         for (int b = 0; b < B; b++) {
             const float *r = dy + ((int64_t)b * C + c) * HW;

@@ -37,9 +37,7 @@ sam = on
 split = test
 batch_size = 7
 INI
-# tests/valgrind.supp: for leaks inside system libraries only (empty today).
 vg="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
-    --suppressions=tests/valgrind.supp
     --show-leak-kinds=definite --track-origins=no --num-callers=30"
 status=0
 run() {   # name, poster arguments...

@@ -75,11 +75,11 @@ TOL_STATE, TOL_TENSOR = 3.0, 10.0
 # large model). Any float32 run moves them by rounding noise that Adam turns into
 # steps of up to lr per element, in a direction no implementation controls (the
 # last block's conv.bias, torch32 on two machines: 8.7e-6 and 3.3e-4 of its norm
-# from float64). Such a tensor
-# (float64 moved it by less than INERT_MOVE x lr per element over all steps) is
-# checked against what Adam can do: ||w_S - w_0|| <= lr x sqrt(numel) x the sum over
-# steps of adam_step_bound(t). It cannot change any output.
+# from float64). Such a tensor (float64 moved it by less than INERT_MOVE x lr per
+# element over all steps) is checked against what Adam can do: ||w_S - w_0|| <= lr x
+# sqrt(numel) x the sum over steps of adam_step_bound(t). It cannot change any output.
 INERT_MOVE = 1e-3
+SAMPLES = 256   # fixture: values kept per tensor
 
 
 def adam_step_bound(t):
@@ -90,7 +90,6 @@ def adam_step_bound(t):
     r = b1 * b1 / b2
     geo = sum(r ** k for k in range(t))
     return (1 - b1) / np.sqrt(1 - b2) * np.sqrt(geo) * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-SAMPLES = 256   # fixture: values kept per tensor
 
 
 def small_options():
@@ -243,6 +242,7 @@ def compare_state(w0, t64, t32, c, show, steps):
     fails, rows, inert = [], [], []
     tot = {k: [0.0, 0.0, 0.0, 0.0] for k in ("parameters", "buffers")}   # c, 32, ref, moved
     worst = {}
+    adam_move = LR * sum(adam_step_bound(t) for t in range(1, steps + 1))   # per element
     for n, ref in t64.items():
         if ref.dtype.kind != "f":
             if not np.array_equal(c[n], ref):
@@ -261,7 +261,7 @@ def compare_state(w0, t64, t32, c, show, steps):
             pass
         elif disp < INERT_MOVE * LR * np.sqrt(ref.size):
             moved = float(np.linalg.norm(c[n].astype(np.float64) - w0[n].astype(np.float64)))
-            bound = LR * np.sqrt(ref.size) * sum(adam_step_bound(t) for t in range(1, steps + 1))
+            bound = adam_move * np.sqrt(ref.size)
             inert.append("%s (float64 moved it %.1e, ours %.1e, torch32 %.1e; Adam's bound %.1e)"
                          % (n, disp, moved, float(np.linalg.norm(
                              t32[n].astype(np.float64) - w0[n].astype(np.float64))), bound))
