@@ -425,7 +425,7 @@ static void prelu_backward(tape_entry *e) {
     const float *g = e->out->grad, *xd = x->data, *wd = w->data;
     int64_t BC = (int64_t)B * C;
     float *gx = x->requires_grad ? tensor_grad(x) : NULL;
-    float *part = w->requires_grad ? arena_alloc((size_t)BC * sizeof(float)) : NULL;
+    double *part = w->requires_grad ? arena_alloc((size_t)BC * sizeof(double)) : NULL;
 #pragma omp parallel for schedule(static) if (BC * S >= PAR_MIN && BC > 1)
     for (int64_t bc = 0; bc < BC; bc++) {
         float a = wd[bc % C];
@@ -434,7 +434,7 @@ static void prelu_backward(tape_entry *e) {
             prelu_grad_row(xr, gr, a, gx + bc * S, S);
         }
         if (part) {
-            float s = 0;
+            double s = 0;   // double: the sum must not depend on how it vectorizes
 #pragma omp simd reduction(+ : s)
             for (int64_t j = 0; j < S; j++) s += xr[j] > 0 ? 0.0f : gr[j] * xr[j];
             part[bc] = s;

@@ -18,7 +18,9 @@
 
 #define REF "trajectory_small.h5"
 #define DATA FIXTURE_DIR "/trajectory_data.h5"
-// As ref_trajectory.py: losses within max(1e-4, 3 x torch32's largest drift so far);
+// As ref_trajectory.py: losses within max(1e-4, 3 x the largest drift so far of
+// the fixture's float32 runs: torch32 and ULP_RUNS torch32 runs from starting
+// weights one ulp away, since one float32 run is one draw of the rounding noise);
 // the state's displacement within 3 x torch32's difference (parameters and
 // buffers) and within 10 x per tensor.
 #define TOL_LOSS 1e-4
@@ -213,7 +215,7 @@ static void test_trajectory_small(void **st) {
     char opts_text[512], sets_text[4096];
     int64_t ver = 0;
     assert_int_equal(h5_read_attr_i64(f, "/", "version", &ver), 0);
-    assert_int_equal(ver, 1);
+    assert_int_equal(ver, 2);   // 2: loss_torch32_ulp
     assert_int_equal(h5_read_attr_str(f, "/", "options", opts_text, sizeof opts_text), 0);
     assert_int_equal(h5_read_attr_str(f, "/", "sets", sets_text, sizeof sets_text), 0);
     // The starting weights: the contract's, written where train.init reads them.
@@ -247,17 +249,27 @@ static void test_trajectory_small(void **st) {
     assert_int_equal(res.n_params, s->n_float);
     // Losses step by step.
     int nd, sh[T_MAXDIM];
-    float *l64, *l32;
+    float *l64, *l32, *lulp;
     if (h5_read_floats(f, "loss_torch64", &l64, &nd, sh, err, sizeof err) ||
         h5_read_floats(f, "loss_torch32", &l32, &nd, sh, err, sizeof err))
         fail_msg("%s", err);
     const int S = sh[0];
+    if (h5_read_floats(f, "loss_torch32_ulp", &lulp, &nd, sh, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(nd, 3);
+    assert_int_equal(sh[1], S);
+    const int U = sh[0];
+    assert_true(U >= 1);
     double lc[16][2];
     assert_int_equal(read_steps(tp("/traj/steps.csv"), lc, 16), S);
     double env = 0, worst = 0;
     for (int i = 0; i < S; i++) {
         for (int k = 0; k < 2; k++)
+        {
             env = fmax(env, fabs(l32[2 * i + k] - l64[2 * i + k]) / fabs(l64[2 * i + k]));
+            for (int u = 0; u < U; u++)
+                env = fmax(env, fabs(lulp[((size_t)u * S + i) * 2 + k] - l64[2 * i + k]) /
+                                    fabs(l64[2 * i + k]));
+        }
         const double tol = fmax(TOL_LOSS, LOSS_F32 * env);
         for (int k = 0; k < 2; k++) {
             double r = fabs(lc[i][k] - l64[2 * i + k]) / fabs(l64[2 * i + k]);
@@ -345,6 +357,7 @@ static void test_trajectory_small(void **st) {
     free(l.v);
     free(l64);
     free(l32);
+    free(lulp);
     train_result_free(&res);
     poster_free(m);
     h5_close(f);
