@@ -263,12 +263,11 @@ static void test_trajectory_small(void **st) {
     assert_int_equal(read_steps(tp("/traj/steps.csv"), lc, 16), S);
     double env = 0, worst = 0;
     for (int i = 0; i < S; i++) {
-        for (int k = 0; k < 2; k++)
-        {
-            env = fmax(env, fabs(l32[2 * i + k] - l64[2 * i + k]) / fabs(l64[2 * i + k]));
+        for (int k = 0; k < 2; k++) {
+            const double ref = l64[2 * i + k];
+            env = fmax(env, fabs(l32[2 * i + k] - ref) / fabs(ref));
             for (int u = 0; u < U; u++)
-                env = fmax(env, fabs(lulp[((size_t)u * S + i) * 2 + k] - l64[2 * i + k]) /
-                                    fabs(l64[2 * i + k]));
+                env = fmax(env, fabs(lulp[((size_t)u * S + i) * 2 + k] - ref) / fabs(ref));
         }
         const double tol = fmax(TOL_LOSS, LOSS_F32 * env);
         for (int k = 0; k < 2; k++) {

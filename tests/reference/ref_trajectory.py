@@ -317,9 +317,7 @@ def compare_losses(t64, t32, c, ulp=()):
     for i in range(len(t64)):
         r0 = abs(c[i, 0] - t64[i, 0]) / abs(t64[i, 0])
         r1 = abs(c[i, 1] - t64[i, 1]) / abs(t64[i, 1])
-        env = max(env, abs(t32[i, 0] - t64[i, 0]) / abs(t64[i, 0]),
-                  abs(t32[i, 1] - t64[i, 1]) / abs(t64[i, 1]))
-        for u in ulp:
+        for u in (t32, *ulp):
             env = max(env, abs(u[i, 0] - t64[i, 0]) / abs(t64[i, 0]),
                       abs(u[i, 1] - t64[i, 1]) / abs(t64[i, 1]))
         tol = max(TOL_LOSS, LOSS_F32 * env)
