@@ -151,34 +151,47 @@ static void test_matmul_vs_naive(void **state) {
     ops_set_threads(nt);
 }
 
+// R = 70 runs one sgemm; 258 and 257 rows on 2 threads take the row-block
+// path (LIN_ROWS rows or more per thread), the odd count splitting unevenly.
 static void test_linear_vs_naive(void **state) {
     (void)state;
     rng r;
     rng_seed(&r, 5);
-    int R = 70, in_f = 130, out_f = 90;
-    tensor *x = tu_leaf(&r, T_SHAPE(2, R / 2, in_f), -1, 1);
-    tensor *w = tu_leaf(&r, T_SHAPE(out_f, in_f), -1, 1);
-    tensor *b = tu_leaf(&r, T_SHAPE(out_f), -1, 1);
-    tensor *y = op_linear(x, w, b);
-    tensor *dy = tu_rand(&r, y->ndim, y->shape, -1, 1);
-    ag_backward_seed(y, dy->data);
-    float *ref = malloc(sizeof(float) * R * in_f * 2);
-    matmul_naive(false, true, R, out_f, in_f, x->data, w->data, ref);
-    for (int i = 0; i < R; i++)
-        for (int o = 0; o < out_f; o++) ref[i * out_f + o] += b->data[o];
-    assert_true(tu_rel_err(y->data, ref, (int64_t)R * out_f, 1e-6) <= 1e-4);
-    matmul_naive(false, false, R, in_f, out_f, dy->data, w->data, ref);
-    assert_true(tu_rel_err(x->grad, ref, (int64_t)R * in_f, 1e-6) <= 1e-4);
-    matmul_naive(true, false, out_f, in_f, R, dy->data, x->data, ref);
-    assert_true(tu_rel_err(w->grad, ref, (int64_t)out_f * in_f, 1e-6) <= 1e-4);
-    for (int o = 0; o < out_f; o++) {
-        double s = 0;
-        for (int i = 0; i < R; i++) s += dy->data[i * out_f + o];
-        ref[o] = (float)s;
+    const struct { int R, threads; bool bias; } cases[] = {{70, 0, true}, {258, 2, true},
+                                                           {257, 2, false}};
+    int nt = ops_threads();
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        int R = cases[k].R, in_f = 130, out_f = 90;
+        ops_set_threads(cases[k].threads ? cases[k].threads : nt);
+        tensor *x = R % 2 ? tu_leaf(&r, T_SHAPE(R, in_f), -1, 1)
+                          : tu_leaf(&r, T_SHAPE(2, R / 2, in_f), -1, 1);
+        tensor *w = tu_leaf(&r, T_SHAPE(out_f, in_f), -1, 1);
+        tensor *b = cases[k].bias ? tu_leaf(&r, T_SHAPE(out_f), -1, 1) : NULL;
+        tensor *y = op_linear(x, w, b);
+        tensor *dy = tu_rand(&r, y->ndim, y->shape, -1, 1);
+        ag_backward_seed(y, dy->data);
+        float *ref = malloc(sizeof(float) * R * in_f * 2);
+        matmul_naive(false, true, R, out_f, in_f, x->data, w->data, ref);
+        if (b)
+            for (int i = 0; i < R; i++)
+                for (int o = 0; o < out_f; o++) ref[i * out_f + o] += b->data[o];
+        assert_true(tu_rel_err(y->data, ref, (int64_t)R * out_f, 1e-6) <= 1e-4);
+        matmul_naive(false, false, R, in_f, out_f, dy->data, w->data, ref);
+        assert_true(tu_rel_err(x->grad, ref, (int64_t)R * in_f, 1e-6) <= 1e-4);
+        matmul_naive(true, false, out_f, in_f, R, dy->data, x->data, ref);
+        assert_true(tu_rel_err(w->grad, ref, (int64_t)out_f * in_f, 1e-6) <= 1e-4);
+        if (b) {
+            for (int o = 0; o < out_f; o++) {
+                double s = 0;
+                for (int i = 0; i < R; i++) s += dy->data[i * out_f + o];
+                ref[o] = (float)s;
+            }
+            assert_true(tu_rel_err(b->grad, ref, out_f, 1e-6) <= 1e-4);
+        }
+        free(ref);
+        ag_step_reset();
     }
-    assert_true(tu_rel_err(b->grad, ref, out_f, 1e-6) <= 1e-4);
-    free(ref);
-    ag_step_reset();
+    ops_set_threads(nt);
 }
 
 static void test_threads(void **state) {
