@@ -202,9 +202,11 @@ static void weights_f4(const float *w, int Co, int Ci, bool flip, float *U) {
 // Input transform: V[e][ci][n] = (B^T d B)[e] for the a x a input patch d of
 // tile n of the chunk of nr tile rows starting at R0 (n = r * tw + j).
 
-// rows[k][q] = x[ci][m*ti - p + k][q - p], zero outside (q < WP).
+// rows[k][q] = x[ci][m*ti - p + k][q - p], zero outside (q < WP). pre (or
+// NULL): {k, o} of this channel, inside values become x * k + o (the fused
+// eval-mode BatchNorm before the conv; the padding stays 0 as after it).
 static void load_rows(const float *xp, int H, int W, int p, int y0, int a, int WP,
-                      float *rows) {
+                      const float *pre, float *rows) {
     for (int k = 0; k < a; k++) {
         float *d = rows + (int64_t)k * WP;
         int ih = y0 + k;
@@ -215,21 +217,29 @@ static void load_rows(const float *xp, int H, int W, int p, int y0, int a, int W
         int hi = W + p < WP ? W + p : WP;
         for (int q = 0; q < p && q < WP; q++) d[q] = 0;
         if (hi > p) memcpy(d + p, xp + (int64_t)ih * W, (size_t)(hi - p) * sizeof(float));
+        if (pre && hi > p) {
+            const float k = pre[0], o = pre[1];
+            float *v = d + p;
+#pragma omp simd
+            for (int q = 0; q < hi - p; q++) v[q] = v[q] * k + o;
+        }
         for (int q = hi > p ? hi : p; q < WP; q++) d[q] = 0;
     }
 }
 
 static void input_f2(const float *x, int Ci, int H, int W, int p, const wino_plan *P, int64_t R0,
-                     int nr, float *V) {
+                     int nr, const float *pre_k, const float *pre_o, float *V) {
     int tw = P->tw, WP = 2 * tw + 2, nn = nr * tw;
     int64_t pe = (int64_t)Ci * nn, HW = (int64_t)H * W;
 #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < Ci; ci++) {
         float d[4 * WP], u[4][WP];
+        float pre[2] = {pre_k ? pre_k[ci] : 1.0f, pre_k ? pre_o[ci] : 0.0f};
         for (int r = 0; r < nr; r++) {
             int64_t R = R0 + r;
             int b = (int)(R / P->th), ti = (int)(R % P->th);
-            load_rows(x + ((int64_t)b * Ci + ci) * HW, H, W, p, 2 * ti - p, 4, WP, d);
+            load_rows(x + ((int64_t)b * Ci + ci) * HW, H, W, p, 2 * ti - p, 4, WP,
+                      pre_k ? pre : NULL, d);
             const float *d0 = d, *d1 = d + WP, *d2 = d + 2 * WP, *d3 = d + 3 * WP;
             for (int q = 0; q < WP; q++)   // B^T down the columns
                 BT2(d0[q], d1[q], d2[q], d3[q], u[0][q], u[1][q], u[2][q], u[3][q]);
@@ -278,13 +288,14 @@ static inline void merge4(const float *restrict src, int ds, int n, float bias,
 static int sub_rows(int tw) { return SUB_TILES / tw > 0 ? SUB_TILES / tw : 1; }
 
 static void input_f4(const float *x, int Ci, int H, int W, int p, const wino_plan *P, int64_t R0,
-                     int nr, float *V) {
+                     int nr, const float *pre_k, const float *pre_o, float *V) {
     int tw = P->tw, WP = 4 * tw + 4, nn = nr * tw;
     int rb = sub_rows(tw), ns = rb * tw;   // rows and tiles of a block
     int64_t pe = (int64_t)Ci * nn, HW = (int64_t)H * W;
 #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < Ci; ci++) {
         float row[WP], D[36 * ns];   // D[(6 k + c) * ns + n]
+        float pre[2] = {pre_k ? pre_k[ci] : 1.0f, pre_k ? pre_o[ci] : 0.0f};
         for (int r0 = 0; r0 < nr; r0 += rb) {
             int nrb = nr - r0 < rb ? nr - r0 : rb, nb = nrb * tw;
             for (int rr = 0; rr < nrb; rr++) {   // gather the 6x6 patches
@@ -292,7 +303,7 @@ static void input_f4(const float *x, int Ci, int H, int W, int p, const wino_pla
                 int b = (int)(R / P->th), ti = (int)(R % P->th);
                 const float *xp = x + ((int64_t)b * Ci + ci) * HW;
                 for (int k = 0; k < 6; k++) {
-                    load_rows(xp, H, W, p, 4 * ti - p + k, 1, WP, row);
+                    load_rows(xp, H, W, p, 4 * ti - p + k, 1, WP, pre_k ? pre : NULL, row);
                     float *d = D + 6 * k * ns + rr * tw;
                     split4(row, tw, d, ns);   // patch columns 0-3
                     float *d4 = d + 4 * ns, *d5 = d + 5 * ns;
@@ -338,7 +349,10 @@ static void input_f4(const float *x, int Ci, int H, int W, int p, const wino_pla
 // ---------------------------------------------------------------------------
 // Output transform: y tile = A^T m A (+ bias), written (or added) into y.
 
-static void store_rows(const float *o, int OW, int rows, int Wo, bool accumulate, float *yr0) {
+// epi (or NULL): the fused epilogue of channel co on each stored row; the
+// residual's rows are at the same offset (off) from epi->res as y's rows from y.
+static void store_rows(const float *o, int OW, int rows, int Wo, bool accumulate, float *yr0,
+                       const conv_epi *epi, int co, int64_t off) {
     for (int k = 0; k < rows; k++) {
         float *yr = yr0 + (int64_t)k * Wo;
         const float *ok = o + (int64_t)k * OW;
@@ -346,11 +360,14 @@ static void store_rows(const float *o, int OW, int rows, int Wo, bool accumulate
             for (int q = 0; q < Wo; q++) yr[q] += ok[q];
         else
             memcpy(yr, ok, (size_t)Wo * sizeof(float));
+        if (epi)
+            conv_epi_run(epi, co, yr, epi->res ? epi->res + off + (int64_t)k * Wo : NULL, Wo);
     }
 }
 
 static void output_f2(const float *M, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
-                      int nr, const float *bias, bool accumulate, float *y) {
+                      int nr, const float *bias, bool accumulate, float *y,
+                      const conv_epi *epi) {
     int tw = P->tw, nn = nr * tw, OW = 2 * tw;
     int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
 #pragma omp parallel for schedule(static)
@@ -375,17 +392,30 @@ static void output_f2(const float *M, int Co, int Ho, int Wo, const wino_plan *P
                     o[k * OW + 2 * j + 1] = a[k][1][j] - a[k][2][j] - a[k][3][j] + bv;
                 }
             int rows = Ho - 2 * ti < 2 ? Ho - 2 * ti : 2;
-            store_rows(o, OW, rows, Wo, accumulate,
-                       y + ((int64_t)b * Co + co) * HWo + (int64_t)2 * ti * Wo);
+            int64_t off = ((int64_t)b * Co + co) * HWo + (int64_t)2 * ti * Wo;
+            store_rows(o, OW, rows, Wo, accumulate, y + off, epi, co, off);
         }
     }
 }
 
 static void output_f4(const float *M, int Co, int Ho, int Wo, const wino_plan *P, int64_t R0,
-                      int nr, const float *bias, bool accumulate, float *y) {
+                      int nr, const float *bias, bool accumulate, float *y,
+                      const conv_epi *epi) {
     int tw = P->tw, nn = nr * tw, OW = 4 * tw;
     int rb = sub_rows(tw), ns = rb * tw;
     int64_t pm = (int64_t)Co * nn, HWo = (int64_t)Ho * Wo;
+    // The epilogue split: affine and PReLU on the product block, the residual
+    // (position-dependent) on the stored rows.
+    conv_epi ea = {0}, er = {0};
+    const conv_epi *epi_o = NULL, *epi_r = NULL;
+    if (epi && (epi->k || epi->slope)) {
+        ea = (conv_epi){.k = epi->k, .o = epi->o, .slope = epi->slope};
+        epi_o = &ea;
+    }
+    if (epi && epi->res) {
+        er = (conv_epi){.res = epi->res};
+        epi_r = &er;
+    }
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < Co; co++) {
         float T[24 * ns], O[16 * ns], o[OW];   // T[(6 i + l) * ns + n], O[(4 i + c) * ns + n]
@@ -411,14 +441,27 @@ static void output_f4(const float *M, int Co, int Ho, int Wo, const wino_plan *P
                 for (int n = 0; n < nb; n++)
                     AT4(a0[n], a1[n], a2[n], a3[n], a4[n], a5[n], o0[n], o1[n], o2[n], o3[n]);
             }
+            float bo = bv;
+            if (epi_o) {
+                // bias, BatchNorm and PReLU of the fused epilogue on the whole
+                // block (long unit-stride runs; the edge tiles' extra outputs
+                // are never stored), the residual while scattering below.
+                for (int q = 0; q < 16; q++) {
+                    float *oq = O + q * ns;
+                    for (int n = 0; n < nb; n++) oq[n] = oq[n] + bv;
+                    conv_epi_run(&epi_o[0], co, oq, NULL, nb);
+                }
+                bo = 0.0f;
+            }
             for (int rr = 0; rr < nrb; rr++) {   // scatter the 4x4 tiles into y rows
                 int64_t R = R0 + r0 + rr;
                 int b = (int)(R / P->th), ti = (int)(R % P->th);
                 int rows = Ho - 4 * ti < 4 ? Ho - 4 * ti : 4;
-                float *yp = y + ((int64_t)b * Co + co) * HWo + (int64_t)4 * ti * Wo;
+                int64_t off = ((int64_t)b * Co + co) * HWo + (int64_t)4 * ti * Wo;
                 for (int i = 0; i < rows; i++) {
-                    merge4(O + 4 * i * ns + rr * tw, ns, tw, bv, o);
-                    store_rows(o, OW, 1, Wo, accumulate, yp + (int64_t)i * Wo);
+                    merge4(O + 4 * i * ns + rr * tw, ns, tw, bo, o);
+                    store_rows(o, OW, 1, Wo, accumulate, y + off + (int64_t)i * Wo, epi_r, co,
+                               off + (int64_t)i * Wo);
                 }
             }
         }
@@ -430,8 +473,10 @@ static void output_f4(const float *M, int Co, int Ho, int Wo, const wino_plan *P
 
 void wino_conv(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo,
                const float *w, bool flip, const float *bias, bool accumulate, const float *x,
-               float *y) {
+               float *y, const float *pre_k, const float *pre_o, const conv_epi *epi) {
     AG_ASSERT(m == 2 || m == 4, "winograd tile %d", m);
+    AG_ASSERT(!(epi && accumulate), "winograd: a fused epilogue on an accumulated output");
+    AG_ASSERT((pre_k == NULL) == (pre_o == NULL), "winograd: pre_k and pre_o go together");
     wino_plan P = plan_make(m, B, Ci, Co, Ho, Wo);
     int ne = P.a * P.a;
     size_t nU = pad16((size_t)ne * Co * Ci), nV = pad16((size_t)ne * Ci * P.rc * P.tw);
@@ -446,18 +491,18 @@ void wino_conv(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo
         int nn = nr * P.tw;
         int64_t pe = (int64_t)Ci * nn, pm = (int64_t)Co * nn;
         if (m == 2)
-            input_f2(x, Ci, H, W, p, &P, R0, nr, V);
+            input_f2(x, Ci, H, W, p, &P, R0, nr, pre_k, pre_o, V);
         else
-            input_f4(x, Ci, H, W, p, &P, R0, nr, V);
+            input_f4(x, Ci, H, W, p, &P, R0, nr, pre_k, pre_o, V);
         // M[e] [Co, nn] = U[e] [Co, Ci] V[e] [Ci, nn]: single-threaded sgemms.
 #pragma omp parallel for schedule(static)
         for (int e = 0; e < ne; e++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, nn, Ci, 1.0f,
                         U + (int64_t)e * Co * Ci, Ci, V + e * pe, nn, 0.0f, M + e * pm, nn);
         if (m == 2)
-            output_f2(M, Co, Ho, Wo, &P, R0, nr, bias, accumulate, y);
+            output_f2(M, Co, Ho, Wo, &P, R0, nr, bias, accumulate, y, epi);
         else
-            output_f4(M, Co, Ho, Wo, &P, R0, nr, bias, accumulate, y);
+            output_f4(M, Co, Ho, Wo, &P, R0, nr, bias, accumulate, y, epi);
     }
 }
 
@@ -615,10 +660,10 @@ void wino_dw(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, 
         int nn = nr * P.tw;
         int64_t pe = (int64_t)Ci * nn, pm = (int64_t)Co * nn;
         if (m == 2) {
-            input_f2(x, Ci, H, W, p, &P, R0, nr, V);
+            input_f2(x, Ci, H, W, p, &P, R0, nr, NULL, NULL, V);
             dyt_f2(dy, Co, Ho, Wo, &P, R0, nr, Y);
         } else {
-            input_f4(x, Ci, H, W, p, &P, R0, nr, V);
+            input_f4(x, Ci, H, W, p, &P, R0, nr, NULL, NULL, V);
             dyt_f4(dy, Co, Ho, Wo, &P, R0, nr, Y);
         }
 #pragma omp parallel for schedule(static)

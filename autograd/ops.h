@@ -51,6 +51,19 @@ tensor *op_attention(tensor *q, int q0, int nq, tensor *kv, int heads, float sca
 // ---- convolutions (NCHW / [B, C, L]) ----
 // w [Cout, Cin/groups, KH, KW], bias [Cout] or NULL.
 tensor *op_conv2d(tensor *x, tensor *w, tensor *bias, int stride, int pad, int groups);
+// Inference only (nothing may need a gradient: asserted): op_conv2d with what
+// an eval-mode BatchNorm before it and a BatchNorm, PReLU and residual add
+// after it compute, in the convolution's own passes over the data instead of
+// one pass each. Every field may be NULL. The floats are those of the ops one
+// after another (same expressions; tests/test_ops_conv.c compares them).
+typedef struct conv_fuse {
+    const float *pre_k, *pre_o;     // [Cin]: the conv reads x * pre_k + pre_o, padding 0
+    const float *post_k, *post_o;   // [Cout]: then y = y * post_k + post_o
+    const float *slope;             // [Cout]: then PReLU, y > 0 ? y : slope * y
+    const tensor *res;              // the output's shape: then y = y + res
+} conv_fuse;
+tensor *op_conv2d_fused(tensor *x, tensor *w, tensor *bias, int stride, int pad, int groups,
+                        const conv_fuse *f);
 // x [B, Cin, L], w [Cout, Cin, k], no padding: Lout = (L - k) / stride + 1.
 tensor *op_conv1d(tensor *x, tensor *w, tensor *bias, int stride);
 // x [B, Cin, L], w [Cin, Cout, k] (PyTorch layout), Lout = (L - 1) * stride + k.
@@ -70,6 +83,9 @@ typedef struct bn_args {
     float eps;                          // 1e-5
 } bn_args;
 tensor *op_batchnorm(tensor *x, const bn_args *a);
+// Eval mode only (running statistics): the batchnorm as y = x * k[c] + o[c],
+// k and o computed exactly as op_batchnorm computes them (for op_conv2d_fused).
+void op_batchnorm_affine(const bn_args *a, int C, float *k, float *o);
 // over the last axis; weight/bias [D] (may be NULL)
 tensor *op_layernorm(tensor *x, tensor *weight, tensor *bias, float eps);
 tensor *op_softmax(tensor *x);       // last axis

@@ -243,25 +243,24 @@ static void dw3_forward_plane(const conv2d_geom *g, const float *x, const float 
     }
 }
 
+// epi (or NULL): the fused inference epilogue, on each plane while it is in cache.
 static void dw_forward(const conv2d_geom *g, const float *x, const float *w, const float *bias,
-                       float *y) {
-    if (g->KH == 3 && g->KW == 3) {
-        int C = g->Cin;
-        int64_t HW = (int64_t)g->H * g->W, HWo = (int64_t)g->Ho * g->Wo;
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int b = 0; b < g->B; b++)
-            for (int c = 0; c < C; c++)
-                dw3_forward_plane(g, x + ((int64_t)b * C + c) * HW, w + (int64_t)c * 9,
-                                  bias ? bias[c] : 0.0f, y + ((int64_t)b * C + c) * HWo);
-        return;
-    }
+                       float *y, const conv_epi *epi) {
+    const bool k3 = g->KH == 3 && g->KW == 3;
     int C = g->Cin;
     int64_t HW = (int64_t)g->H * g->W, HWo = (int64_t)g->Ho * g->Wo;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < g->B; b++)
-        for (int c = 0; c < C; c++)
-            dw_forward_plane(g, x + ((int64_t)b * C + c) * HW, w + (int64_t)c * g->KH * g->KW,
-                             bias ? bias[c] : 0.0f, y + ((int64_t)b * C + c) * HWo);
+        for (int c = 0; c < C; c++) {
+            int64_t oy = ((int64_t)b * C + c) * HWo;
+            if (k3)
+                dw3_forward_plane(g, x + ((int64_t)b * C + c) * HW, w + (int64_t)c * 9,
+                                  bias ? bias[c] : 0.0f, y + oy);
+            else
+                dw_forward_plane(g, x + ((int64_t)b * C + c) * HW,
+                                 w + (int64_t)c * g->KH * g->KW, bias ? bias[c] : 0.0f, y + oy);
+            if (epi) conv_epi_run(epi, c, y + oy, epi->res ? epi->res + oy : NULL, HWo);
+        }
 }
 
 // Per channel (race-free: channel c owns dw[c], db[c] and dx[:, c]).
@@ -371,8 +370,11 @@ static int col_rows(const conv2d_geom *g) {
 
 // One sample: y_b = W * conv_im2col(x_b) (+ bias), by blocks of output rows; col
 // is this thread's scratch.
+// epi (or NULL): the fused inference epilogue, per block of output rows right
+// after its sgemm; res_b is the residual's sample (epi->res at this sample).
 static void gemm_forward_sample(const conv2d_geom *g, const float *xb, const float *w,
-                                const float *bias, float *yb, float *col) {
+                                const float *bias, float *yb, float *col, const conv_epi *epi,
+                                const float *res_b) {
     int G = g->groups, Cg = g->Cin / G, Cog = g->Cout / G;
     int KK = g->KH * g->KW, HWo = g->Ho * g->Wo;
     int64_t HW = (int64_t)g->H * g->W;
@@ -394,13 +396,15 @@ static void gemm_forward_sample(const conv2d_geom *g, const float *xb, const flo
             // y_g[:, block] [Cog, nb] = w_g [Cog, Cg*KK] col [Cg*KK, nb]
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cog, nb, Cg * KK, 1.0f, wg,
                         Cg * KK, cm, ldc, 0.0f, yg + (int64_t)oh0 * g->Wo, HWo);
+            for (int co = gi * Cog; (bias || epi) && co < (gi + 1) * Cog; co++) {
+                int64_t off = (int64_t)co * HWo + (int64_t)oh0 * g->Wo;
+                float *yr = yb + off;
+                if (bias)
+                    for (int i = 0; i < nb; i++) yr[i] += bias[co];
+                if (epi) conv_epi_run(epi, co, yr, res_b ? res_b + off : NULL, nb);
+            }
         }
     }
-    if (bias)
-        for (int co = 0; co < g->Cout; co++) {
-            float *yr = yb + (int64_t)co * HWo;
-            for (int i = 0; i < HWo; i++) yr[i] += bias[co];
-        }
 }
 
 static size_t col_floats(const conv2d_geom *g) {
@@ -408,19 +412,24 @@ static size_t col_floats(const conv2d_geom *g) {
     return conv_pad16((size_t)(g->Cin / g->groups) * g->KH * g->KW * col_rows(g) * g->Wo);
 }
 
+// pre_k/pre_o (Winograd only) and epi: the fused inference prologue and
+// epilogue of op_conv2d_fused, NULL otherwise.
 static void conv2d_forward_any(const conv2d_geom *g, const float *x, const float *w,
-                               const float *bias, float *y, bool inference) {
+                               const float *bias, float *y, bool inference, const float *pre_k,
+                               const float *pre_o, const conv_epi *epi) {
     if (g->B == 0) return;
+    AG_ASSERT(!pre_k || use_winograd(g), "conv2d: a fused prologue outside the Winograd path");
     if (is_depthwise(g)) {
-        dw_forward(g, x, w, bias, y);
+        dw_forward(g, x, w, bias, y, epi);
         return;
     }
     if (use_winograd(g)) {
         wino_conv(wino_tile(g->Ho, g->Wo, true, inference), g->B, g->Cin, g->H, g->W, g->Cout,
-                  g->pad, g->Ho, g->Wo, w, false, bias, false, x, y);
+                  g->pad, g->Ho, g->Wo, w, false, bias, false, x, y, pre_k, pre_o, epi);
         return;
     }
     int64_t sx = (int64_t)g->Cin * g->H * g->W, sy = (int64_t)g->Cout * g->Ho * g->Wo;
+    const float *res = epi ? epi->res : NULL;
     size_t per = col_floats(g);
     if (conv_batch_parallel(g->B)) {
         int nt = ops_threads();
@@ -428,21 +437,23 @@ static void conv2d_forward_any(const conv2d_geom *g, const float *x, const float
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
         for (int b = 0; b < g->B; b++)
             gemm_forward_sample(g, x + b * sx, w, bias, y + b * sy,
-                                scr + per * omp_get_thread_num());
+                                scr + per * omp_get_thread_num(), epi, res ? res + b * sy : NULL);
     } else {
         float *scr = conv_scratch(per);
-        for (int b = 0; b < g->B; b++) gemm_forward_sample(g, x + b * sx, w, bias, y + b * sy, scr);
+        for (int b = 0; b < g->B; b++)
+            gemm_forward_sample(g, x + b * sx, w, bias, y + b * sy, scr, epi,
+                                res ? res + b * sy : NULL);
     }
 }
 
 void conv2d_forward(const conv2d_geom *g, const float *x, const float *w, const float *bias,
                     float *y) {
-    conv2d_forward_any(g, x, w, bias, y, false);
+    conv2d_forward_any(g, x, w, bias, y, false, NULL, NULL, NULL);
 }
 
 void conv2d_forward_inference(const conv2d_geom *g, const float *x, const float *w,
                               const float *bias, float *y) {
-    conv2d_forward_any(g, x, w, bias, y, true);
+    conv2d_forward_any(g, x, w, bias, y, true, NULL, NULL, NULL);
 }
 
 // One sample's contribution: dw_acc += dy_b col^T, dx_b += col2im(W^T dy_b),
@@ -521,7 +532,7 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
         // dx is the full correlation of dy with the flipped, transposed filters:
         // again a 3x3 stride-1 convolution, with padding 2 - pad.
         wino_conv(wino_tile(g->H, g->W, false, false), g->B, g->Cout, g->Ho, g->Wo, g->Cin,
-                  2 - g->pad, g->H, g->W, w, true, NULL, true, dy, dx);
+                  2 - g->pad, g->H, g->W, w, true, NULL, true, dy, dx, NULL, NULL, NULL);
         dx = NULL;
     }
     if (dw && use_winograd(g)) {
@@ -592,7 +603,8 @@ tensor *conv2d_run(const char *name, const conv2d_geom *g, tensor *x, tensor *w,
     tensor *in[3] = {x, w, bias};
     int n = bias ? 3 : 2;
     bool grad = ag_needs_grad(n, in);
-    conv2d_forward_any(g, x->data, w->data, bias ? bias->data : NULL, y->data, !grad);
+    conv2d_forward_any(g, x->data, w->data, bias ? bias->data : NULL, y->data, !grad, NULL, NULL,
+                       NULL);
     if (grad) {
         conv_saved *s = arena_alloc(sizeof *s);
         s->g = *g;
@@ -613,4 +625,52 @@ tensor *op_conv2d(tensor *x, tensor *w, tensor *bias, int stride, int pad, int g
     conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], x->shape[2], x->shape[3],
                                      w->shape[0], w->shape[2], w->shape[3], stride, pad, groups);
     return conv2d_run("conv2d", &g, x, w, bias, T_SHAPE(g.B, g.Cout, g.Ho, g.Wo));
+}
+
+// The fused prologue outside the Winograd path (not met in POSTER: there it
+// always precedes a 3x3 stride-1 conv) is the eval BatchNorm's own pass into
+// a temporary, so every geometry gives the unfused floats.
+tensor *op_conv2d_fused(tensor *x, tensor *w, tensor *bias, int stride, int pad, int groups,
+                        const conv_fuse *f) {
+    char sx[64], sw[64];
+    AG_ASSERT(x->ndim == 4 && w->ndim == 4 && groups >= 1 &&
+                  w->shape[1] * groups == x->shape[1] && w->shape[0] % groups == 0,
+              "conv2d_fused of %s with weight %s, groups %d", tensor_shape_str(x, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw), groups);
+    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]),
+              "conv2d_fused bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
+              tensor_shape_str(w, sw, sizeof sw));
+    AG_ASSERT((f->pre_k == NULL) == (f->pre_o == NULL) && (f->post_k == NULL) == (f->post_o == NULL),
+              "conv2d_fused: k and o arrays go in pairs");
+    tensor *in[3] = {x, w, bias};
+    AG_ASSERT(!ag_needs_grad(bias ? 3 : 2, in) && !(f->res && ag_needs_grad(1, (tensor *const *)&f->res)),
+              "conv2d_fused is inference only: its inputs must not need gradients");
+    conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                                     w->shape[0], w->shape[2], w->shape[3], stride, pad, groups);
+    AG_ASSERT(!f->res || (f->res->ndim == 4 && f->res->shape[0] == g.B &&
+                          f->res->shape[1] == g.Cout && f->res->shape[2] == g.Ho &&
+                          f->res->shape[3] == g.Wo),
+              "conv2d_fused: residual %s for output [%d, %d, %d, %d]",
+              tensor_shape_str(f->res, sx, sizeof sx), g.B, g.Cout, g.Ho, g.Wo);
+    const float *src = x->data;
+    float *tmp = NULL;
+    if (f->pre_k && !use_winograd(&g)) {
+        int64_t S = (int64_t)g.H * g.W;
+        tmp = malloc((size_t)x->numel * sizeof(float));
+        AG_ASSERT(tmp != NULL, "out of memory");
+#pragma omp parallel for schedule(static) if (x->numel >= 65536)
+        for (int64_t bc = 0; bc < (int64_t)g.B * g.Cin; bc++) {
+            const float k = f->pre_k[bc % g.Cin], o = f->pre_o[bc % g.Cin];
+            for (int64_t j = 0; j < S; j++) tmp[bc * S + j] = x->data[bc * S + j] * k + o;
+        }
+        src = tmp;
+    }
+    tensor *y = tensor_new(T_SHAPE(g.B, g.Cout, g.Ho, g.Wo));
+    conv_epi e = {.k = f->post_k, .o = f->post_o, .slope = f->slope,
+                  .res = f->res ? f->res->data : NULL};
+    bool any = e.k || e.slope || e.res;
+    conv2d_forward_any(&g, src, w->data, bias ? bias->data : NULL, y->data, true,
+                       tmp ? NULL : f->pre_k, tmp ? NULL : f->pre_o, any ? &e : NULL);
+    free(tmp);
+    return y;
 }

@@ -262,14 +262,21 @@ static void bn_stats(const float *x, int B, int C, int64_t S, double *mean, doub
     }
 }
 
+// y = x * k + o with k = rstd w, o = bias - mean k: one function for bn_apply
+// and op_batchnorm_affine, so a fused consumer computes the same floats.
+static inline void bn_coef(const float *mean, const float *rstd, const float *w,
+                           const float *bias, int c, float *k, float *o) {
+    *k = rstd[c] * (w ? w[c] : 1.0f);
+    *o = (bias ? bias[c] : 0.0f) - mean[c] * *k;
+}
+
 static void bn_apply(const float *x, const float *mean, const float *rstd, const float *w,
                      const float *bias, float *y, int B, int C, int64_t S) {
 #pragma omp parallel for schedule(static) if ((int64_t)B * C * S >= PAR_MIN)
     for (int64_t bc = 0; bc < (int64_t)B * C; bc++) {
         int c = (int)(bc % C);
-        // y = x * k + o with k = rstd w, o = bias - mean k
-        float k = rstd[c] * (w ? w[c] : 1.0f);
-        float o = (bias ? bias[c] : 0.0f) - mean[c] * k;
+        float k, o;
+        bn_coef(mean, rstd, w, bias, c, &k, &o);
         const float *xr = x + bc * S;
         float *yr = y + bc * S;
         for (int64_t j = 0; j < S; j++) yr[j] = xr[j] * k + o;
@@ -334,6 +341,26 @@ static void batchnorm_recompute(tape_entry *e, float *out) {
              C, S);
 }
 
+static void bn_running_stats(const bn_args *a, int C, float *mean, float *rstd) {
+    for (int c = 0; c < C; c++) {
+        mean[c] = a->running_mean->data[c];
+        rstd[c] = (float)(1.0 / sqrt((double)a->running_var->data[c] + a->eps));
+    }
+}
+
+void op_batchnorm_affine(const bn_args *a, int C, float *k, float *o) {
+    AG_ASSERT(!a->training && a->running_mean && a->running_var &&
+                  a->running_mean->numel == C && a->running_var->numel == C &&
+                  (!a->weight || a->weight->numel == C) && (!a->bias || a->bias->numel == C),
+              "batchnorm affine: eval mode with running statistics of %d channels", C);
+    float *mean = arena_alloc((size_t)C * sizeof(float));
+    float *rstd = arena_alloc((size_t)C * sizeof(float));
+    bn_running_stats(a, C, mean, rstd);
+    for (int c = 0; c < C; c++)
+        bn_coef(mean, rstd, a->weight ? a->weight->data : NULL, a->bias ? a->bias->data : NULL,
+                c, &k[c], &o[c]);
+}
+
 tensor *op_batchnorm(tensor *x, const bn_args *a) {
     int B, C;
     int64_t S;
@@ -371,10 +398,7 @@ tensor *op_batchnorm(tensor *x, const bn_args *a) {
         }
         if (a->training && a->num_batches_tracked) ++*a->num_batches_tracked;
     } else {
-        for (int c = 0; c < C; c++) {
-            s->mean[c] = a->running_mean->data[c];
-            s->rstd[c] = (float)(1.0 / sqrt((double)a->running_var->data[c] + a->eps));
-        }
+        bn_running_stats(a, C, s->mean, s->rstd);
     }
     tensor *y = tensor_like(x);
     bn_apply(x->data, s->mean, s->rstd, a->weight ? a->weight->data : NULL,

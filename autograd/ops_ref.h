@@ -71,14 +71,46 @@ void conv_set_winograd(bool on);
 // dx and dw), 2 forces F(2x2, 3x3) everywhere, 4 F(4x4, 3x3).
 void conv_set_winograd_tile(int m);
 
+// ---- inference epilogue of a convolution (op_conv2d_fused) ----
+// On a run of n outputs of channel co: y = y * k + o, then PReLU, then + res
+// (each step only when its array is non-NULL; res points at the run's own
+// elements). The expressions are those of bn_apply, prelu_row and op_add.
+typedef struct conv_epi {
+    const float *k, *o, *slope;   // [Cout] or NULL
+    const float *res;             // [B, Cout, Ho, Wo] or NULL
+} conv_epi;
+
+static inline void conv_epi_run(const conv_epi *e, int co, float *restrict y,
+                                const float *restrict res, int64_t n) {
+    if (e->k) {
+        const float k = e->k[co], o = e->o[co];
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) y[j] = y[j] * k + o;
+    }
+    if (e->slope) {
+        const float a = e->slope[co];
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            float v = y[j], av = a * v;
+            y[j] = v > 0 ? v : av;
+        }
+    }
+    if (res) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) y[j] = y[j] + res[j];
+    }
+}
+
 // ---- conv_winograd.c (called by conv2d_forward / conv2d_backward) ----
 // y (or y += when accumulate) = 3x3 stride-1 convolution of x [B, Ci, H, W]
 // with padding p, output [B, Co, Ho, Wo], tile m (2 or 4). w is [Co, Ci, 3, 3],
 // or with flip [Ci, Co, 3, 3] used rotated by 180 degrees and transposed (the
 // dx convolution). bias [Co] or NULL.
+// pre_k/pre_o [Ci] (or NULL): the input is read as x * pre_k + pre_o (the
+// padding stays 0); epi (or NULL) runs on each output row (not with accumulate).
 void wino_conv(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo,
                const float *w, bool flip, const float *bias, bool accumulate, const float *x,
-               float *y);
+               float *y, const float *pre_k, const float *pre_o, const conv_epi *epi);
 // dw [Co, Ci, 3, 3] += the weight gradient of that convolution for output
 // gradient dy [B, Co, Ho, Wo].
 void wino_dw(int m, int B, int Ci, int H, int W, int Co, int p, int Ho, int Wo, const float *x,

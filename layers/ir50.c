@@ -39,6 +39,26 @@ static tensor *bottleneck_forward(const bottleneck_ir *m, param_store *s, tensor
     // Each intermediate is dropped once the next exists: it dies then unless a
     // backward needs it (no-grad: two feature maps are alive at a time).
     int mark = ag_scope_begin();
+    if (nn_infer_fusion(training)) {
+        // bn0 read by conv1, PReLU and bn4 + shortcut written by the convs.
+        const float *a0 = nn_batchnorm_affine(&m->bn0, s), *a4 = nn_batchnorm_affine(&m->bn4, s);
+        tensor *r = nn_conv2d_fused(&m->conv1, s, x,
+                                    &(conv_fuse){.pre_k = a0, .pre_o = a0 + m->cin,
+                                                 .slope = lb_t(s, m->act.w)->data});
+        tensor *sc;
+        if (m->conv_shortcut) {
+            const float *as = nn_batchnorm_affine(&m->sc_bn, s);
+            sc = nn_conv2d_fused(&m->sc_conv, s, x,
+                                 &(conv_fuse){.post_k = as, .post_o = as + m->d});
+        } else {
+            sc = m->stride == 1 ? x : op_subsample(x, m->stride);
+        }
+        tensor *y = nn_conv2d_fused(&m->conv3, s, r,
+                                    &(conv_fuse){.post_k = a4, .post_o = a4 + m->d, .res = sc});
+        tensor_drop(r);
+        if (sc != x) tensor_drop(sc);
+        return ag_scope_keep(mark, y);
+    }
     tensor *r = nn_batchnorm_forward(&m->bn0, s, x, training), *p;
     p = r, r = nn_conv2d_forward(&m->conv1, s, r), tensor_drop(p);
     p = r, r = nn_prelu_forward(&m->act, s, r), tensor_drop(p);
@@ -97,9 +117,17 @@ tensor *ir50_forward(const ir50 *m, param_store *s, tensor *x, bool training) {
     AG_ASSERT(x->ndim == 4 && x->shape[1] == 3 && x->shape[2] == 112 && x->shape[3] == 112,
               "ir50: expected [B,3,112,112]");
     int mark = ag_scope_begin();
-    tensor *y = nn_conv2d_forward(&m->in_conv, s, x);                 // [B,64,112,112]
-    y = nn_batchnorm_forward(&m->in_bn, s, y, training);
-    y = ag_scope_keep(mark, nn_prelu_forward(&m->in_act, s, y));
+    tensor *y;
+    if (nn_infer_fusion(training)) {
+        const float *a = nn_batchnorm_affine(&m->in_bn, s);
+        y = ag_scope_keep(mark, nn_conv2d_fused(&m->in_conv, s, x,
+                                                &(conv_fuse){.post_k = a, .post_o = a + 64,
+                                                             .slope = lb_t(s, m->in_act.w)->data}));
+    } else {
+        y = nn_conv2d_forward(&m->in_conv, s, x);                     // [B,64,112,112]
+        y = nn_batchnorm_forward(&m->in_bn, s, y, training);
+        y = ag_scope_keep(mark, nn_prelu_forward(&m->in_act, s, y));
+    }
     for (int i = 0; i < m->n_units; i++) {
         tensor *in = y;
         y = bottleneck_forward(&m->body[i], s, in, training);

@@ -177,6 +177,24 @@ tensor *nn_prelu_forward(const prelu *m, param_store *s, tensor *x) {
     return op_prelu(x, lb_t(s, m->w));
 }
 
+static bool g_infer_fusion = true;
+void nn_set_infer_fusion(bool on) { g_infer_fusion = on; }
+bool nn_infer_fusion(bool bn_training) {
+    return g_infer_fusion && !bn_training && !ag_grad_enabled();
+}
+
+const float *nn_batchnorm_affine(const batchnorm *m, param_store *s) {
+    bn_args a = {.weight = lb_t(s, m->w), .bias = lb_t(s, m->b), .running_mean = lb_t(s, m->rm),
+                 .running_var = lb_t(s, m->rv), .training = false, .eps = 1e-5f};
+    float *ko = arena_alloc(2 * (size_t)m->c * sizeof(float));
+    op_batchnorm_affine(&a, m->c, ko, ko + m->c);
+    return ko;
+}
+
+tensor *nn_conv2d_fused(const conv2d *m, param_store *s, tensor *x, const conv_fuse *f) {
+    return op_conv2d_fused(x, lb_t(s, m->w), lb_t(s, m->b), m->stride, m->pad, m->groups, f);
+}
+
 void nn_layernorm_init(layernorm *m, layer_builder *b, const char *prefix, int d, float eps) {
     m->d = d;
     m->eps = eps;

@@ -105,6 +105,16 @@ typedef struct prelu {
 void nn_prelu_init(prelu *m, layer_builder *b, const char *prefix, int c);
 tensor *nn_prelu_forward(const prelu *m, param_store *s, tensor *x);
 
+// Inference fusion (op_conv2d_fused): when no gradient is recorded and the
+// BatchNorms run on their running statistics, IR-50 and MobileFaceNet run a
+// conv with its BatchNorm, PReLU and residual add in one op. The floats are
+// the unfused ones; nn_set_infer_fusion(false) (tests, benchmarks) turns it off.
+void nn_set_infer_fusion(bool on);
+bool nn_infer_fusion(bool bn_training);   // on, !bn_training and no grad recorded
+// Eval-mode BatchNorm as y = x * k + o: [2C] in the step arena, k then o.
+const float *nn_batchnorm_affine(const batchnorm *m, param_store *s);
+tensor *nn_conv2d_fused(const conv2d *m, param_store *s, tensor *x, const conv_fuse *f);
+
 typedef struct layernorm {
     int w, b;
     int d;

@@ -15,7 +15,17 @@ static void conv_block_init(conv_block *m, layer_builder *b, const char *prefix,
     if (act) nn_prelu_init(&m->act, b, lb_name(n, sizeof n, prefix, "prelu"), cout);
 }
 
+// res (or NULL): a residual added after the block (fused inference only).
+static tensor *conv_block_fused(const conv_block *m, param_store *s, tensor *x, tensor *res) {
+    const float *a = nn_batchnorm_affine(&m->bn, s);
+    return nn_conv2d_fused(&m->conv, s, x,
+                           &(conv_fuse){.post_k = a, .post_o = a + m->conv.cout,
+                                        .slope = m->has_act ? lb_t(s, m->act.w)->data : NULL,
+                                        .res = res});
+}
+
 static tensor *conv_block_forward(const conv_block *m, param_store *s, tensor *x, bool bn_train) {
+    if (nn_infer_fusion(bn_train)) return conv_block_fused(m, s, x, NULL);
     int mark = ag_scope_begin();
     tensor *y = nn_batchnorm_forward(&m->bn, s, nn_conv2d_forward(&m->conv, s, x), bn_train);
     return ag_scope_keep(mark, m->has_act ? nn_prelu_forward(&m->act, s, y) : y);
@@ -35,6 +45,15 @@ static void depthwise_init(depthwise *m, layer_builder *b, const char *prefix, i
 
 static tensor *depthwise_forward(const depthwise *m, param_store *s, tensor *x, bool bn_train) {
     int mark = ag_scope_begin();
+    if (nn_infer_fusion(bn_train)) {
+        tensor *y = conv_block_fused(&m->conv, s, x, NULL), *p = y;
+        y = conv_block_fused(&m->conv_dw, s, y, NULL);
+        tensor_drop(p);
+        p = y;
+        y = conv_block_fused(&m->project, s, y, m->residual ? x : NULL);   // x + y: commutes
+        tensor_drop(p);
+        return ag_scope_keep(mark, y);
+    }
     tensor *y = conv_block_forward(&m->conv, s, x, bn_train);
     y = conv_block_forward(&m->conv_dw, s, y, bn_train);
     y = conv_block_forward(&m->project, s, y, bn_train);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "layers/layers.h"
 #include "layers/poster.h"
 #include "layers/state_io.h"
 #include "cli/cli.h"
@@ -62,6 +63,38 @@ static void test_input_112(void **state) {
     for (int64_t i = 0; i < a->numel; i++) assert_true(isfinite(a->data[i]));
     ag_step_reset();
     poster_free(m);
+}
+
+// The fused inference path (nn_set_infer_fusion: conv + BatchNorm + PReLU +
+// residual in one op) gives exactly the floats of the ops one after another:
+// in evaluation (both streams fused) and in a no-grad training forward with
+// landmark_bn=frozen (the landmark stream fused, IR-50 on batch statistics).
+static void test_infer_fusion(void **state) {
+    (void)state;
+    const struct { const char *opts; bool train; } cases[] = {
+        {SMALL, false}, {SMALL " landmark_bn=frozen", true}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        float *y[2];
+        int64_t n = 0;
+        for (int f = 0; f < 2; f++) {
+            poster_model *m = make(cases[k].opts);
+            nn_set_infer_fusion(f);
+            rng r;
+            rng_seed(&r, 7);
+            tensor *t = forward_nograd(m, input(2, 1.5f), cases[k].train, &r);
+            n = t->numel;
+            y[f] = copy_of(t->data, n);
+            ag_step_reset();
+            poster_free(m);
+        }
+        nn_set_infer_fusion(true);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += y[0][i] != y[1][i];
+        if (bad) fail_msg("%s: %lld of %lld logits differ with fusion", cases[k].opts,
+                          (long long)bad, (long long)n);
+        free(y[0]);
+        free(y[1]);
+    }
 }
 
 // Running statistics of each stream after one train forward, per option.
@@ -336,6 +369,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_input_112),
         cmocka_unit_test(test_bn_modes),
+        cmocka_unit_test(test_infer_fusion),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_drop_path),
         cmocka_unit_test(test_cli_forward),

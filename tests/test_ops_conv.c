@@ -433,6 +433,73 @@ static void test_conv2d_inference_tile(void **state) {
 }
 
 // ---------------------------------------------------------------------------
+// op_conv2d_fused against the ops one after another (eval BatchNorm before,
+// conv, eval BatchNorm, PReLU, + residual), with gradients off: the same
+// floats, compared element by element (==), on every forward path.
+
+static bn_args eval_bn(rng *r, int C) {
+    bn_args a = {.weight = tu_rand(r, T_SHAPE(C), 0.5f, 1.5f),
+                 .bias = tu_rand(r, T_SHAPE(C), -0.5f, 0.5f),
+                 .running_mean = tu_rand(r, T_SHAPE(C), -0.3f, 0.3f),
+                 .running_var = tu_rand(r, T_SHAPE(C), 0.2f, 2.0f),
+                 .training = false, .momentum = 0.1f, .eps = 1e-5f};
+    return a;
+}
+
+static void test_conv2d_fused(void **state) {
+    (void)state;
+    rng r;
+    rng_seed(&r, 31);
+    static const conv_cfg cases[] = {
+        {2, 32, 14, 14, 48, 3, 1, 1, 1, 0},    // Winograd F(4x4) (inference tile)
+        {2, 32, 2, 2, 32, 3, 1, 1, 1, 1},      // Winograd F(2x2): one 2x2 tile
+        {2, 16, 15, 13, 24, 3, 2, 1, 1, 0},    // im2col, stride 2: prologue via a temporary
+        {1, 64, 112, 112, 16, 3, 2, 1, 1, 0},  // im2col by blocks of output rows
+        {2, 3, 20, 20, 16, 3, 1, 1, 1, 1},     // the 3-channel stem (im2col)
+        {2, 24, 9, 9, 40, 1, 1, 0, 1, 0},      // pointwise
+        {2, 24, 9, 9, 40, 1, 2, 0, 1, 0},      // 1x1 stride 2 (the shortcut)
+        {2, 32, 12, 12, 32, 3, 1, 1, 32, 0},   // depthwise
+        {2, 32, 11, 11, 32, 3, 2, 1, 32, 1},   // depthwise, stride 2
+    };
+    // pre, post, slope, res
+    static const bool combos[][4] = {{1, 1, 1, 1}, {0, 1, 0, 1}, {1, 0, 1, 0}, {0, 1, 1, 0}};
+    bool prev = ag_no_grad_begin();
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const conv_cfg *c = &cases[i];
+        for (size_t k = 0; k < sizeof combos / sizeof *combos; k++) {
+            const bool *f = combos[k];
+            tensor *x = tu_rand(&r, T_SHAPE(c->B, c->Cin, c->H, c->W), -1, 1);
+            tensor *w = tu_rand(&r, T_SHAPE(c->Cout, c->Cin / c->groups, c->k, c->k), -0.3f, 0.3f);
+            tensor *b = c->bias ? tu_rand(&r, T_SHAPE(c->Cout), -0.5f, 0.5f) : NULL;
+            bn_args pre = eval_bn(&r, c->Cin), post = eval_bn(&r, c->Cout);
+            tensor *slope = tu_rand(&r, T_SHAPE(c->Cout), 0.05f, 0.4f);
+            // reference: the ops one after another
+            tensor *y = op_conv2d(f[0] ? op_batchnorm(x, &pre) : x, w, b, c->stride, c->pad,
+                                  c->groups);
+            if (f[1]) y = op_batchnorm(y, &post);
+            if (f[2]) y = op_prelu(y, slope);
+            tensor *res = f[3] ? tu_rand(&r, y->ndim, y->shape, -1, 1) : NULL;
+            if (res) y = op_add(y, res);
+            float pk[64], po[64], qk[64], qo[64];
+            op_batchnorm_affine(&pre, c->Cin, pk, po);
+            op_batchnorm_affine(&post, c->Cout, qk, qo);
+            conv_fuse fu = {.pre_k = f[0] ? pk : NULL, .pre_o = f[0] ? po : NULL,
+                            .post_k = f[1] ? qk : NULL, .post_o = f[1] ? qo : NULL,
+                            .slope = f[2] ? slope->data : NULL, .res = res};
+            tensor *z = op_conv2d_fused(x, w, b, c->stride, c->pad, c->groups, &fu);
+            assert_int_equal(z->numel, y->numel);
+            int64_t bad = 0;
+            for (int64_t j = 0; j < y->numel; j++) bad += z->data[j] != y->data[j];
+            if (bad)
+                fail_msg("conv2d_fused case %zu combo %zu: %lld of %lld outputs differ", i, k,
+                         (long long)bad, (long long)y->numel);
+            ag_step_reset();
+        }
+    }
+    ag_no_grad_end(prev);
+}
+
+// ---------------------------------------------------------------------------
 // PyTorch fixtures
 
 static tensor *fx_get(hid_t f, const char *group, const char *name, bool leaf) {
@@ -510,6 +577,7 @@ int main(void) {
         cmocka_unit_test(test_conv2d_vs_naive),
         cmocka_unit_test(test_conv2d_winograd_deterministic),
         cmocka_unit_test(test_conv2d_inference_tile),
+        cmocka_unit_test(test_conv2d_fused),
         cmocka_unit_test(test_conv_transpose1d_vs_naive),
         cmocka_unit_test(test_conv1d_vs_naive),
         cmocka_unit_test(test_fixtures),
