@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 // ---------------------------------------------------------------------------
@@ -391,6 +392,19 @@ tensor *tensor_view(tensor *t, int ndim, const int *shape) {
     return v;
 }
 
+// Gradient buffers of the transformer's and trunk's activations are MBs: one
+// thread zeroing them was 4% of a training pass (the other core idle).
+static void zero_floats(float *p, int64_t n) {
+    const int64_t chunk = (int64_t)1 << 16;
+    if (n < 4 * chunk || omp_in_parallel()) {
+        memset(p, 0, (size_t)n * sizeof(float));
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += chunk)
+        memset(p + i, 0, (size_t)(n - i < chunk ? n - i : chunk) * sizeof(float));
+}
+
 float *tensor_grad(tensor *t) {
     tensor *root = tensor_root(t);
     if (!root->grad) {
@@ -399,7 +413,7 @@ float *tensor_grad(tensor *t) {
         AG_ASSERT(root->param == NULL, "tensor_grad on a parameter without a gradient");
         size_t bytes = (size_t)root->numel * sizeof(float);
         root->grad = pool_alloc(bytes);
-        memset(root->grad, 0, bytes);
+        zero_floats(root->grad, root->numel);
     }
     t->grad = root->grad;
     return root->grad;
