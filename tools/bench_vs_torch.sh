@@ -22,12 +22,17 @@
 #   OMP_WAIT_POLICY (passive: other jobs share the cores; applies to both sides),
 #   BENCH_OUT (folder for the raw logs, default build/bench_vs_torch),
 #   BENCH_SKIP (comma list of forward,fwd_bwd,sam_step to leave out, both sides),
-#   SKIP_CONV=1 / SKIP_LOADER=1 to skip parts.
+#   SKIP_CONV=1 / SKIP_LOADER=1 to skip parts,
+#   BENCH_ROUNDS (1): ours and PyTorch run alternately this many times per batch
+#     size; the table takes each side's median over the rounds and lists each
+#     round's ratios (a machine whose speed drifts then moves both sides alike).
 set -u
 BIN=${1:-build/bench}
 BATCHES=${BENCH_BATCH:-16 64}
 BATCHES=${BATCHES//,/ }
 ITERS=${BENCH_ITERS:-3}
+ROUNDS=${BENCH_ROUNDS:-1}
+case $ROUNDS in ''|*[!0-9]*|0) echo "bench_vs_torch: BENCH_ROUNDS: '$ROUNDS' is not a positive count" >&2; exit 1;; esac
 THREADS=${BENCH_THREADS:-2}
 SKIP=${BENCH_SKIP:-}
 OUT=${BENCH_OUT:-build/bench_vs_torch}
@@ -71,9 +76,11 @@ fi
 TIMEV=()
 [ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -f "MAXRSS_KB %M")
 for B in $BATCHES; do
-    run model_c_b$B "${TIMEV[@]}" env BENCH_MODELS=large BENCH_BATCH=$B BENCH_ITERS=$ITERS \
-        BENCH_THREADS=$THREADS BENCH_SKIP=$SKIP "$BIN/bench_model"
-    run model_torch_b$B "${TIMEV[@]}" $PY bench/bench_model_torch.py "$ITERS" "$B" "$THREADS" "$SKIP"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        run model_c_b$B.r$r "${TIMEV[@]}" env BENCH_MODELS=large BENCH_BATCH=$B BENCH_ITERS=$ITERS \
+            BENCH_THREADS=$THREADS BENCH_SKIP=$SKIP "$BIN/bench_model"
+        run model_torch_b$B.r$r "${TIMEV[@]}" $PY bench/bench_model_torch.py "$ITERS" "$B" "$THREADS" "$SKIP"
+    done
 done
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
     run loader_c "$BIN/bench_loader"
@@ -97,12 +104,25 @@ row() {   # label, ours seconds, torch seconds, images per batch (0: no images/s
 result() {   # log, RESULT name: seconds
     field "$1" "\$1 == \"RESULT\" && \$2 == \"$2\" { print \$3 }"
 }
+result_of() {   # RESULT name, log (argument order for over_rounds)
+    result "$2" "$1"
+}
 maxrss_mb() {   # log: MB from /usr/bin/time, else the process's own getrusage line
     local v
     v=$(field "$1" '$1 == "MAXRSS_KB" { printf "%.0f", $2 / 1024 }')
     [ -z "$v" ] && v=$(field "$1" '$1 == "RESULT" && $2 ~ /peak_rss_mb$/ { print $3 }')
     echo "$v"
 }
+median() {   # numbers on stdin (one per line): their median, nothing if none
+    sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+over_rounds() {   # side (c|torch), batch, command taking a log as $1: median over the rounds
+    local r
+    for ((r = 1; r <= ROUNDS; r++)); do "${@:3}" "$OUT/model_$1_b$2.r$r.log"; done | median
+}
+t_forward() { field "$1" '/^forward  / { print $3 }'; }
+t_fwd_bwd() { field "$1" '/^forward\+backward / { print $3 }'; }
+t_sam() { field "$1" '/^SAM step / { print $4 }'; }
 hdr() {
     printf "%-34s %9s %9s %9s %9s %9s %9s\n" "$1" "ours s" "torch s" "time o/t" "ours im/s" \
         "torch im/s" "im/s o/t"
@@ -121,14 +141,25 @@ if [ "${SKIP_CONV:-0}" != 1 ]; then
 fi
 declare -A RSS_C RSS_T
 for B in $BATCHES; do
-    C=$OUT/model_c_b$B.log
-    T=$OUT/model_torch_b$B.log
-    hdr "POSTER large, batch $B"
-    row "forward (eval)" "$(result "$C" large_forward)" "$(field "$T" '/^forward  / { print $3 }')" "$B" 2
-    row "forward+backward (train)" "$(result "$C" large_fwd_bwd)" "$(field "$T" '/^forward\+backward / { print $3 }')" "$B"
-    row "SAM step (2 passes, SAM, Adam)" "$(result "$C" large_sam_step)" "$(field "$T" '/^SAM step / { print $4 }')" "$B" 2.5
-    mc=$(maxrss_mb "$C")
-    mt=$(maxrss_mb "$T")
+    C=$OUT/model_c_b$B.r1.log
+    hdr "POSTER large, batch $B$( [ "$ROUNDS" -gt 1 ] && echo ", median of $ROUNDS rounds")"
+    row "forward (eval)" "$(over_rounds c $B result_of large_forward)" "$(over_rounds torch $B t_forward)" "$B" 2
+    row "forward+backward (train)" "$(over_rounds c $B result_of large_fwd_bwd)" "$(over_rounds torch $B t_fwd_bwd)" "$B"
+    row "SAM step (2 passes, SAM, Adam)" "$(over_rounds c $B result_of large_sam_step)" "$(over_rounds torch $B t_sam)" "$B" 2.5
+    if [ "$ROUNDS" -gt 1 ]; then
+        for ((r = 1; r <= ROUNDS; r++)); do
+            Cr=$OUT/model_c_b$B.r$r.log
+            Tr=$OUT/model_torch_b$B.r$r.log
+            awk -v r="$r" -v a="$(result "$Cr" large_forward)" -v b="$(t_forward "$Tr")" \
+                -v c="$(result "$Cr" large_fwd_bwd)" -v d="$(t_fwd_bwd "$Tr")" \
+                -v e="$(result "$Cr" large_sam_step)" -v f="$(t_sam "$Tr")" 'BEGIN {
+                printf "  round %d: im/s o/t forward %s, forward+backward %s, SAM step %s\n", r,
+                    (a > 0 && b > 0 ? sprintf("%.3f", b / a) : "-"), (c > 0 && d > 0 ? sprintf("%.3f", d / c) : "-"),
+                    (e > 0 && f > 0 ? sprintf("%.3f", f / e) : "-") }'
+        done
+    fi
+    mc=$(over_rounds c $B maxrss_mb)
+    mt=$(over_rounds torch $B maxrss_mb)
     RSS_C[$B]=$mc
     RSS_T[$B]=$mt
     if [ -n "$mc" ] && [ -n "$mt" ]; then
@@ -154,8 +185,8 @@ echo "(time o/t < 1 and im/s o/t > 1 mean ours is faster; targets from issue 10)
 
 if [ "${SKIP_LOADER:-0}" != 1 ]; then
     echo
-    mb=$(result "$OUT/model_c_b$FIRST.log" large_fwd_bwd)
-    ms=$(result "$OUT/model_c_b$FIRST.log" large_sam_step)
+    mb=$(over_rounds c $FIRST result_of large_fwd_bwd)
+    ms=$(over_rounds c $FIRST result_of large_sam_step)
     echo "input pipeline (bench_loader, 2 workers) against the model's training images/s (batch $FIRST):"
     train_ips=$(awk -v b="$mb" -v n="$FIRST" 'BEGIN { if (b + 0 > 0) printf "%.3f", n / b }')
     sam_ips=$(awk -v b="$ms" -v n="$FIRST" 'BEGIN { if (b + 0 > 0) printf "%.3f", n / b }')
