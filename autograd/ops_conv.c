@@ -613,17 +613,24 @@ tensor *conv2d_run(const char *name, const conv2d_geom *g, tensor *x, tensor *w,
     return y;
 }
 
-tensor *op_conv2d(tensor *x, tensor *w, tensor *bias, int stride, int pad, int groups) {
+// The geometry of op `name` on x [B, Cin, H, W] and w [Cout, Cin/groups, KH, KW]
+// (asserted consistent, bias [Cout] or NULL).
+static conv2d_geom conv2d_checked_geom(const char *name, const tensor *x, const tensor *w,
+                                       const tensor *bias, int stride, int pad, int groups) {
     char sx[64], sw[64];
     AG_ASSERT(x->ndim == 4 && w->ndim == 4 && groups >= 1 &&
                   w->shape[1] * groups == x->shape[1] && w->shape[0] % groups == 0,
-              "conv2d of %s with weight %s, groups %d", tensor_shape_str(x, sx, sizeof sx),
+              "%s of %s with weight %s, groups %d", name, tensor_shape_str(x, sx, sizeof sx),
               tensor_shape_str(w, sw, sizeof sw), groups);
     AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]),
-              "conv2d bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
+              "%s bias %s for weight %s", name, tensor_shape_str(bias, sx, sizeof sx),
               tensor_shape_str(w, sw, sizeof sw));
-    conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], x->shape[2], x->shape[3],
-                                     w->shape[0], w->shape[2], w->shape[3], stride, pad, groups);
+    return conv2d_make_geom(x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0],
+                            w->shape[2], w->shape[3], stride, pad, groups);
+}
+
+tensor *op_conv2d(tensor *x, tensor *w, tensor *bias, int stride, int pad, int groups) {
+    conv2d_geom g = conv2d_checked_geom("conv2d", x, w, bias, stride, pad, groups);
     return conv2d_run("conv2d", &g, x, w, bias, T_SHAPE(g.B, g.Cout, g.Ho, g.Wo));
 }
 
@@ -632,21 +639,13 @@ tensor *op_conv2d(tensor *x, tensor *w, tensor *bias, int stride, int pad, int g
 // a temporary, so every geometry gives the unfused floats.
 tensor *op_conv2d_fused(tensor *x, tensor *w, tensor *bias, int stride, int pad, int groups,
                         const conv_fuse *f) {
-    char sx[64], sw[64];
-    AG_ASSERT(x->ndim == 4 && w->ndim == 4 && groups >= 1 &&
-                  w->shape[1] * groups == x->shape[1] && w->shape[0] % groups == 0,
-              "conv2d_fused of %s with weight %s, groups %d", tensor_shape_str(x, sx, sizeof sx),
-              tensor_shape_str(w, sw, sizeof sw), groups);
-    AG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == w->shape[0]),
-              "conv2d_fused bias %s for weight %s", tensor_shape_str(bias, sx, sizeof sx),
-              tensor_shape_str(w, sw, sizeof sw));
+    conv2d_geom g = conv2d_checked_geom("conv2d_fused", x, w, bias, stride, pad, groups);
     AG_ASSERT((f->pre_k == NULL) == (f->pre_o == NULL) && (f->post_k == NULL) == (f->post_o == NULL),
               "conv2d_fused: k and o arrays go in pairs");
     tensor *in[3] = {x, w, bias};
     AG_ASSERT(!ag_needs_grad(bias ? 3 : 2, in) && !(f->res && ag_needs_grad(1, (tensor *const *)&f->res)),
               "conv2d_fused is inference only: its inputs must not need gradients");
-    conv2d_geom g = conv2d_make_geom(x->shape[0], x->shape[1], x->shape[2], x->shape[3],
-                                     w->shape[0], w->shape[2], w->shape[3], stride, pad, groups);
+    char sx[64];
     AG_ASSERT(!f->res || (f->res->ndim == 4 && f->res->shape[0] == g.B &&
                           f->res->shape[1] == g.Cout && f->res->shape[2] == g.Ho &&
                           f->res->shape[3] == g.Wo),
