@@ -81,8 +81,14 @@ typedef struct bn_args {
     bool training;
     float momentum;                     // 0.1
     float eps;                          // 1e-5
+    double *batch_stats;                // or NULL; training: gets mean[C], then biased var[C]
 } bn_args;
 tensor *op_batchnorm(tensor *x, const bn_args *a);
+// What a training op_batchnorm with these batch statistics (mean, biased var,
+// n values per channel) does to the running statistics and the counter:
+// replays it exactly (the landmark stream's second SAM pass, layers/poster.c).
+void op_batchnorm_update_running(const bn_args *a, int C, const double *mean, const double *var,
+                                 int64_t n);
 // Eval mode only (running statistics): the batchnorm as y = x * k[c] + o[c],
 // k and o computed exactly as op_batchnorm computes them (for op_conv2d_fused).
 void op_batchnorm_affine(const bn_args *a, int C, float *k, float *o);

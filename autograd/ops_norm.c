@@ -341,6 +341,20 @@ static void batchnorm_recompute(tape_entry *e, float *out) {
              C, S);
 }
 
+void op_batchnorm_update_running(const bn_args *a, int C, const double *mean, const double *var,
+                                 int64_t n) {
+    if (a->running_mean) {
+        float mom = a->momentum;
+        float *rm = a->running_mean->data, *rv = a->running_var->data;
+        for (int c = 0; c < C; c++) {
+            double unbiased = var[c] * (double)n / (double)(n - 1);
+            rm[c] = (float)((1.0 - mom) * rm[c] + mom * mean[c]);
+            rv[c] = (float)((1.0 - mom) * rv[c] + mom * unbiased);
+        }
+    }
+    if (a->num_batches_tracked) ++*a->num_batches_tracked;
+}
+
 static void bn_running_stats(const bn_args *a, int C, float *mean, float *rstd) {
     for (int c = 0; c < C; c++) {
         mean[c] = a->running_mean->data[c];
@@ -387,16 +401,11 @@ tensor *op_batchnorm(tensor *x, const bn_args *a) {
             s->mean[c] = (float)mean[c];
             s->rstd[c] = (float)(1.0 / sqrt(var[c] + a->eps));
         }
-        if (a->training && a->running_mean) {
-            float mom = a->momentum;
-            float *rm = a->running_mean->data, *rv = a->running_var->data;
-            for (int c = 0; c < C; c++) {
-                double unbiased = var[c] * (double)n / (double)(n - 1);
-                rm[c] = (float)((1.0 - mom) * rm[c] + mom * mean[c]);
-                rv[c] = (float)((1.0 - mom) * rv[c] + mom * unbiased);
-            }
+        if (a->training) op_batchnorm_update_running(a, C, mean, var, n);
+        if (a->training && a->batch_stats) {
+            memcpy(a->batch_stats, mean, (size_t)C * sizeof(double));
+            memcpy(a->batch_stats + C, var, (size_t)C * sizeof(double));
         }
-        if (a->training && a->num_batches_tracked) ++*a->num_batches_tracked;
     } else {
         bn_running_stats(a, C, s->mean, s->rstd);
     }

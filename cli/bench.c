@@ -94,7 +94,9 @@ void bench_run(bench_ctx *c, int mode) {
     int p = prof_enter("optimizer");
     store_zero_grad(s);
     prof_leave(p);
+    if (mode == BENCH_STEP && c->oo.sam) poster_landmark_reuse(c->m, POSTER_LM_RECORD);
     bench_pass(c);
+    poster_landmark_reuse(c->m, POSTER_LM_OFF);
     if (mode == BENCH_FWD_BWD) return;
     // As train_step: the non-finite check, SAM's two passes, the base step.
     p = prof_enter("optimizer");
@@ -105,7 +107,9 @@ void bench_run(bench_ctx *c, int mode) {
         optim_sam_perturb(c->opt);
         store_zero_grad(s);
         prof_leave(p);
+        poster_landmark_reuse(c->m, POSTER_LM_REPLAY);   // as train_step
         bench_pass(c);
+        poster_landmark_reuse(c->m, POSTER_LM_OFF);
         p = prof_enter("optimizer");
         bad = train_first_nonfinite_grad(s);
         prof_leave(p);

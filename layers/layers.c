@@ -153,7 +153,7 @@ void nn_batchnorm_init(batchnorm *m, layer_builder *b, const char *prefix, int c
                     ROLE_COUNT);
 }
 
-tensor *nn_batchnorm_forward(const batchnorm *m, param_store *s, tensor *x, bool training) {
+static bn_args batchnorm_args(const batchnorm *m, param_store *s, bool training) {
     bn_args a = {
         .weight = lb_t(s, m->w),
         .bias = lb_t(s, m->b),
@@ -164,7 +164,48 @@ tensor *nn_batchnorm_forward(const batchnorm *m, param_store *s, tensor *x, bool
         .momentum = 0.1f,
         .eps = 1e-5f,
     };
+    return a;
+}
+
+tensor *nn_batchnorm_forward(const batchnorm *m, param_store *s, tensor *x, bool training) {
+    bn_args a = batchnorm_args(m, s, training);
     return op_batchnorm(x, &a);
+}
+
+tensor *nn_batchnorm_forward_traced(const batchnorm *m, param_store *s, tensor *x,
+                                    bool training, bn_trace *t) {
+    bn_args a = batchnorm_args(m, s, training);
+    if (!t || !training) return op_batchnorm(x, &a);
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 64;
+        t->bn = realloc(t->bn, (size_t)t->cap * sizeof *t->bn);
+        t->count = realloc(t->count, (size_t)t->cap * sizeof *t->count);
+        t->stats = realloc(t->stats, (size_t)t->cap * sizeof *t->stats);
+        AG_ASSERT(t->bn && t->count && t->stats, "out of memory");
+    }
+    a.batch_stats = malloc(2 * (size_t)m->c * sizeof(double));
+    AG_ASSERT(a.batch_stats != NULL, "out of memory");
+    t->bn[t->n] = m;
+    t->count[t->n] = x->numel / m->c;
+    t->stats[t->n] = a.batch_stats;
+    t->n++;
+    return op_batchnorm(x, &a);
+}
+
+void bn_trace_replay(const bn_trace *t, param_store *s) {
+    for (int i = 0; i < t->n; i++) {
+        bn_args a = batchnorm_args(t->bn[i], s, true);
+        op_batchnorm_update_running(&a, t->bn[i]->c, t->stats[i], t->stats[i] + t->bn[i]->c,
+                                    t->count[i]);
+    }
+}
+
+void bn_trace_clear(bn_trace *t) {
+    for (int i = 0; i < t->n; i++) free(t->stats[i]);
+    free(t->bn);
+    free(t->count);
+    free(t->stats);
+    memset(t, 0, sizeof *t);
 }
 
 void nn_prelu_init(prelu *m, layer_builder *b, const char *prefix, int c) {

@@ -98,6 +98,21 @@ typedef struct batchnorm {
 void nn_batchnorm_init(batchnorm *m, layer_builder *b, const char *prefix, int c);
 tensor *nn_batchnorm_forward(const batchnorm *m, param_store *s, tensor *x, bool training);
 
+// The batch statistics of a stream's training BatchNorms, in forward order:
+// recorded by one forward (nn_batchnorm_forward_traced), then applied once
+// more to the running statistics and counters (bn_trace_replay), as a second
+// training forward on the same input would (SAM's second pass, layers/poster.c).
+typedef struct bn_trace {
+    int n, cap;
+    const batchnorm **bn;   // [n]
+    int64_t *count;         // [n] values per channel
+    double **stats;         // [n]: mean[C], then biased var[C]
+} bn_trace;
+tensor *nn_batchnorm_forward_traced(const batchnorm *m, param_store *s, tensor *x,
+                                    bool training, bn_trace *t);
+void bn_trace_replay(const bn_trace *t, param_store *s);
+void bn_trace_clear(bn_trace *t);   // frees the statistics; the trace is empty again
+
 typedef struct prelu {
     int w;                  // [c], 0.25
     int c;
@@ -155,8 +170,9 @@ typedef struct mobilefacenet {
 // Declares face_landback.* with b->kind (the caller passes PARAM_FROZEN).
 void mobilefacenet_init(mobilefacenet *m, layer_builder *b, const char *prefix);
 // [B,3,112,112] -> [B,512,7,7]; bn_training: batch statistics (and running updates).
+// trace (or NULL): with bn_training, records the BatchNorms' batch statistics.
 tensor *mobilefacenet_forward(const mobilefacenet *m, param_store *s, tensor *x,
-                              bool bn_training);
+                              bool bn_training, bn_trace *trace);
 
 // ---- IR-50 trunk, first three stages (layers/ir50.c) ----
 typedef struct bottleneck_ir {

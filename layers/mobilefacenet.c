@@ -24,10 +24,12 @@ static tensor *conv_block_fused(const conv_block *m, param_store *s, tensor *x, 
                                         .res = res});
 }
 
-static tensor *conv_block_forward(const conv_block *m, param_store *s, tensor *x, bool bn_train) {
+static tensor *conv_block_forward(const conv_block *m, param_store *s, tensor *x, bool bn_train,
+                                  bn_trace *t) {
     if (nn_infer_fusion(bn_train)) return conv_block_fused(m, s, x, NULL);
     int mark = ag_scope_begin();
-    tensor *y = nn_batchnorm_forward(&m->bn, s, nn_conv2d_forward(&m->conv, s, x), bn_train);
+    tensor *y = nn_batchnorm_forward_traced(&m->bn, s, nn_conv2d_forward(&m->conv, s, x),
+                                            bn_train, t);
     return ag_scope_keep(mark, m->has_act ? nn_prelu_forward(&m->act, s, y) : y);
 }
 
@@ -43,7 +45,8 @@ static void depthwise_init(depthwise *m, layer_builder *b, const char *prefix, i
     m->residual = residual;
 }
 
-static tensor *depthwise_forward(const depthwise *m, param_store *s, tensor *x, bool bn_train) {
+static tensor *depthwise_forward(const depthwise *m, param_store *s, tensor *x, bool bn_train,
+                                 bn_trace *t) {
     int mark = ag_scope_begin();
     if (nn_infer_fusion(bn_train)) {
         tensor *y = conv_block_fused(&m->conv, s, x, NULL), *p = y;
@@ -54,9 +57,9 @@ static tensor *depthwise_forward(const depthwise *m, param_store *s, tensor *x, 
         tensor_drop(p);
         return ag_scope_keep(mark, y);
     }
-    tensor *y = conv_block_forward(&m->conv, s, x, bn_train);
-    y = conv_block_forward(&m->conv_dw, s, y, bn_train);
-    y = conv_block_forward(&m->project, s, y, bn_train);
+    tensor *y = conv_block_forward(&m->conv, s, x, bn_train, t);
+    y = conv_block_forward(&m->conv_dw, s, y, bn_train, t);
+    y = conv_block_forward(&m->project, s, y, bn_train, t);
     return ag_scope_keep(mark, m->residual ? op_add(x, y) : y);
 }
 
@@ -91,22 +94,22 @@ void mobilefacenet_init(mobilefacenet *m, layer_builder *b, const char *prefix) 
 }
 
 tensor *mobilefacenet_forward(const mobilefacenet *m, param_store *s, tensor *x,
-                              bool bn_training) {
+                              bool bn_training, bn_trace *t) {
     AG_ASSERT(x->ndim == 4 && x->shape[1] == 3 && x->shape[2] == 112 && x->shape[3] == 112,
               "mobilefacenet: expected [B,3,112,112]");
     // Each stage's input is dropped once the next exists: in no-grad mode (how
     // POSTER runs this frozen stream) two feature maps are alive at a time.
     int mark = ag_scope_begin();
 #define NEXT(expr) do { tensor *in_ = y; y = (expr); tensor_drop(in_); } while (0)
-    tensor *y = conv_block_forward(&m->conv1, s, x, bn_training);          // [B,64,56,56]
-    NEXT(conv_block_forward(&m->conv2_dw, s, y, bn_training));
-    NEXT(depthwise_forward(&m->conv_23, s, y, bn_training));               // [B,64,28,28]
-    for (int i = 0; i < 4; i++) NEXT(depthwise_forward(&m->conv_3[i], s, y, bn_training));
-    NEXT(depthwise_forward(&m->conv_34, s, y, bn_training));               // [B,128,14,14]
-    for (int i = 0; i < 6; i++) NEXT(depthwise_forward(&m->conv_4[i], s, y, bn_training));
-    NEXT(depthwise_forward(&m->conv_45, s, y, bn_training));               // [B,128,7,7]
-    for (int i = 0; i < 2; i++) NEXT(depthwise_forward(&m->conv_5[i], s, y, bn_training));
-    NEXT(conv_block_forward(&m->conv_6_sep, s, y, bn_training));           // [B,512,7,7]
+    tensor *y = conv_block_forward(&m->conv1, s, x, bn_training, t);          // [B,64,56,56]
+    NEXT(conv_block_forward(&m->conv2_dw, s, y, bn_training, t));
+    NEXT(depthwise_forward(&m->conv_23, s, y, bn_training, t));               // [B,64,28,28]
+    for (int i = 0; i < 4; i++) NEXT(depthwise_forward(&m->conv_3[i], s, y, bn_training, t));
+    NEXT(depthwise_forward(&m->conv_34, s, y, bn_training, t));               // [B,128,14,14]
+    for (int i = 0; i < 6; i++) NEXT(depthwise_forward(&m->conv_4[i], s, y, bn_training, t));
+    NEXT(depthwise_forward(&m->conv_45, s, y, bn_training, t));               // [B,128,7,7]
+    for (int i = 0; i < 2; i++) NEXT(depthwise_forward(&m->conv_5[i], s, y, bn_training, t));
+    NEXT(conv_block_forward(&m->conv_6_sep, s, y, bn_training, t));           // [B,512,7,7]
 #undef NEXT
     return ag_scope_keep(mark, y);
 }

@@ -13,6 +13,24 @@
 #include "layers/layers.h"
 #include "layers/pretrained.h"
 
+// One landmark-stream forward of a SAM first pass (poster_landmark_reuse).
+typedef struct lm_entry {
+    int B, threads;
+    int64_t nx;      // input floats
+    float *x;        // the stream's input [B,3,112,112]
+    float *out;      // its output, the tokens [B,49,512]
+    bn_trace trace;  // its BatchNorms' batch statistics
+} lm_entry;
+
+typedef struct lm_reuse {
+    int mode;        // POSTER_LM_*
+    int n, cap, next;
+    int hits;        // forwards served from the recording since the last RECORD
+    lm_entry *e;
+    float *w;        // the stream's weights when recorded (every face_landback.*
+    int64_t nw;      // tensor but running statistics and counters)
+} lm_reuse;
+
 struct poster_model {
     poster_opts o;
     param_store s;
@@ -24,6 +42,7 @@ struct poster_model {
     linear se1, se2;         // se_block.linear1/2
     linear head;             // head.linear
     float drop_path_rate;
+    lm_reuse lm;             // the landmark stream across SAM's two passes
 };
 
 // ---------------------------------------------------------------------------
@@ -247,8 +266,130 @@ poster_model *poster_create(const poster_opts *o, uint64_t seed, char *err, size
     return m;
 }
 
+// ---------------------------------------------------------------------------
+// The landmark stream across SAM's two passes
+
+static bool lm_weight(const param *p) {
+    return !strncmp(p->name, "face_landback.", 14) && p->kind != PARAM_BUFFER &&
+           p->kind != PARAM_COUNTER;
+}
+
+// Copies the stream's weights into dst (NULL: counts them).
+static int64_t lm_weights(const param_store *s, float *dst) {
+    int64_t n = 0;
+    for (int i = 0; i < s->n; i++) {
+        const param *p = &s->params[i];
+        if (!lm_weight(p)) continue;
+        if (dst) memcpy(dst + n, p->t.data, (size_t)p->numel * sizeof(float));
+        n += p->numel;
+    }
+    return n;
+}
+
+static bool lm_weights_same(const param_store *s, const float *w) {
+    int64_t n = 0;
+    for (int i = 0; i < s->n; i++) {
+        const param *p = &s->params[i];
+        if (!lm_weight(p)) continue;
+        if (memcmp(w + n, p->t.data, (size_t)p->numel * sizeof(float))) return false;
+        n += p->numel;
+    }
+    return true;
+}
+
+// Forgets the recorded entries; their input and output buffers stay for the
+// next recording (a warm training step allocates nothing big), freed with free_all.
+static void lm_clear(lm_reuse *l, bool free_all) {
+    for (int i = 0; i < (free_all ? l->cap : l->n); i++) {
+        bn_trace_clear(&l->e[i].trace);
+        if (free_all) {
+            free(l->e[i].x);
+            free(l->e[i].out);
+        }
+    }
+    l->n = 0;
+    l->next = 0;
+    if (free_all) {
+        free(l->e);
+        free(l->w);
+        l->e = NULL;
+        l->w = NULL;
+        l->cap = 0;
+    }
+}
+
+void poster_landmark_reuse(poster_model *m, int mode) {
+    AG_ASSERT(mode == POSTER_LM_OFF || mode == POSTER_LM_RECORD || mode == POSTER_LM_REPLAY,
+              "poster_landmark_reuse: mode %d", mode);
+    lm_reuse *l = &m->lm;
+    if (mode == POSTER_LM_RECORD) lm_clear(l, false);
+    if (mode == POSTER_LM_RECORD) {
+        if (!l->w) {
+            l->nw = lm_weights(&m->s, NULL);
+            l->w = malloc((size_t)(l->nw ? l->nw : 1) * sizeof(float));
+            AG_ASSERT(l->w != NULL, "out of memory");
+        }
+        lm_weights(&m->s, l->w);
+        l->hits = 0;
+    }
+    l->next = 0;
+    l->mode = mode;
+}
+
+int poster_landmark_reuse_hits(const poster_model *m) { return m->lm.hits; }
+
+// The landmark tokens [B,49,512] of x [B,3,112,112]: the stream run (and, in
+// RECORD mode, kept), or in REPLAY mode the next recorded entry's when it is
+// for the same input, batch, threads and weights (its BatchNorm updates
+// applied once more), else the stream run again.
+static tensor *landmark_tokens(poster_model *m, tensor *x, bool bn_train) {
+    lm_reuse *l = &m->lm;
+    const int B = x->shape[0];
+    if (l->mode == POSTER_LM_REPLAY && bn_train && l->next < l->n) {
+        lm_entry *e = &l->e[l->next++];
+        if (e->B == B && e->threads == ops_threads() && e->nx == x->numel &&
+            !memcmp(e->x, x->data, (size_t)x->numel * sizeof(float)) &&
+            lm_weights_same(&m->s, l->w)) {
+            bn_trace_replay(&e->trace, &m->s);
+            l->hits++;
+            return tensor_from(3, (int[]){B, 49, 512}, e->out);
+        }
+    }
+    bool rec = l->mode == POSTER_LM_RECORD && bn_train;
+    lm_entry *e = NULL;
+    if (rec) {
+        if (l->n == l->cap) {
+            int cap = l->cap ? 2 * l->cap : 8;
+            l->e = realloc(l->e, (size_t)cap * sizeof *l->e);
+            AG_ASSERT(l->e != NULL, "out of memory");
+            memset(l->e + l->cap, 0, (size_t)(cap - l->cap) * sizeof *l->e);
+            l->cap = cap;
+        }
+        e = &l->e[l->n++];
+    }
+    tensor *f = mobilefacenet_forward(&m->mf, &m->s, x, bn_train, e ? &e->trace : NULL);
+    tensor *lm = op_transpose(op_reshape(f, 3, (int[]){B, 512, 49}), 1, 2);   // [B,49,512]
+    tensor_drop(f);
+    if (e) {
+        if (e->nx != x->numel || e->B != B) {   // (re)sized buffers: x and out grow together
+            free(e->x);
+            free(e->out);
+            e->x = malloc((size_t)x->numel * sizeof(float));
+            e->out = malloc((size_t)lm->numel * sizeof(float));
+            AG_ASSERT(e->x && e->out, "out of memory");
+        }
+        e->B = B;
+        e->threads = ops_threads();
+        e->nx = x->numel;
+        memcpy(e->x, x->data, (size_t)x->numel * sizeof(float));
+        memcpy(e->out, lm->data, (size_t)lm->numel * sizeof(float));
+    }
+    return lm;
+}
+
 void poster_free(poster_model *m) {
     if (!m) return;
+    lm_clear(&m->lm, true);
     ir50_free(&m->ir);
     pyramid_fuse_free(&m->pf);
     lb_free(&m->lb);
@@ -299,11 +440,8 @@ tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r) {
         // its BatchNorms may still use batch statistics (landmark_bn = batch).
         bool prev = ag_no_grad_begin();
         prof = prof_enter("mobilefacenet");
-        tensor *f = mobilefacenet_forward(&m->mf, s, x,
-                                          training && m->o.landmark_bn == LANDMARK_BN_BATCH);
-        lm = op_transpose(op_reshape(f, 3, (int[]){B, 512, 49}), 1, 2);   // [B,49,512]
+        lm = landmark_tokens(m, x, training && m->o.landmark_bn == LANDMARK_BN_BATCH);
         prof_leave(prof);
-        tensor_drop(f);
         ag_no_grad_end(prev);
     }
     if (x != x_in) tensor_drop(x);   // only our subsampled copy; never the caller's input

@@ -45,6 +45,18 @@ const poster_opts *poster_options(const poster_model *m);
 // training: batch statistics in BatchNorms (the landmark stream's follow
 // landmark_bn) and drop path drawing from r (r may be NULL when drop path is off).
 tensor *poster_forward(poster_model *m, tensor *x, bool training, rng *r);
+// SAM's two passes run the frozen landmark stream on the same images with the
+// same weights; with landmark_bn = batch, the second pass's stream output and
+// BatchNorm batch statistics are the first's. After POSTER_LM_RECORD the
+// training forwards keep them; after POSTER_LM_REPLAY the next forwards take
+// them in the same order, each only if its input, batch size, thread count and
+// the stream's weights are those recorded (else the stream runs), and apply the
+// recorded running-statistics updates once more: the outputs and the model's
+// state are bit-identical to running the stream again. POSTER_LM_OFF stops
+// both (the buffers stay with the model for the next step).
+enum { POSTER_LM_OFF, POSTER_LM_RECORD, POSTER_LM_REPLAY };
+void poster_landmark_reuse(poster_model *m, int mode);
+int poster_landmark_reuse_hits(const poster_model *m);   // replayed forwards since RECORD
 // The drop path rate used by poster_forward in training (tools set it to 0).
 void poster_set_drop_path(poster_model *m, float rate);
 

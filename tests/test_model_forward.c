@@ -97,6 +97,64 @@ static void test_infer_fusion(void **state) {
     }
 }
 
+// SAM's second pass with the landmark stream's first-pass output
+// (poster_landmark_reuse): logits, every float of the state (running
+// statistics included) and every counter bit-identical to running the stream
+// twice; a different input in the second pass runs the stream again.
+typedef struct two_pass {
+    float *logits[2], *state;
+    int64_t *counters, nl, ns;
+    int nc, hits;
+} two_pass;
+
+static two_pass run_two_passes(bool reuse, float second_scale) {
+    poster_model *m = make(SMALL " drop_path_rate=0");
+    param_store *s = poster_store(m);
+    two_pass o = {0};
+    for (int k = 0; k < 2; k++) {
+        if (reuse) poster_landmark_reuse(m, k == 0 ? POSTER_LM_RECORD : POSTER_LM_REPLAY);
+        tensor *t = forward_nograd(m, input(2, k == 0 ? 1.5f : second_scale), true, NULL);
+        o.nl = t->numel;
+        o.logits[k] = copy_of(t->data, t->numel);
+        if (reuse) poster_landmark_reuse(m, POSTER_LM_OFF);
+        ag_step_reset();
+        // SAM moves the trainable weights between the passes; the stream's stay.
+        if (k == 0)
+            for (int64_t i = 0; i < s->n_train; i++) s->data[i] += 1e-3f * (float)(i % 7);
+    }
+    o.hits = poster_landmark_reuse_hits(m);
+    o.ns = s->n_float;
+    o.state = copy_of(s->data, s->n_float);
+    o.nc = s->n_counters;
+    o.counters = malloc((size_t)s->n_counters * sizeof(int64_t));
+    memcpy(o.counters, s->counters, (size_t)s->n_counters * sizeof(int64_t));
+    poster_free(m);
+    return o;
+}
+
+static void free_two_pass(two_pass *o) {
+    free(o->logits[0]);
+    free(o->logits[1]);
+    free(o->state);
+    free(o->counters);
+}
+
+static void test_landmark_reuse(void **state) {
+    (void)state;
+    for (int c = 0; c < 2; c++) {
+        float second = c == 0 ? 1.5f : 1.25f;   // the same input, then another one
+        two_pass a = run_two_passes(false, second), b = run_two_passes(true, second);
+        assert_int_equal(b.hits, c == 0 ? 1 : 0);
+        for (int k = 0; k < 2; k++) assert_true(same(a.logits[k], b.logits[k], a.nl));
+        assert_true(same(a.state, b.state, a.ns));
+        assert_int_equal(a.nc, b.nc);
+        assert_memory_equal(a.counters, b.counters, (size_t)a.nc * sizeof(int64_t));
+        if (c == 0) assert_false(same(a.logits[0], a.logits[1], a.nl));   // the weights moved
+        free_two_pass(&a);
+        free_two_pass(&b);
+    }
+}
+
 // Running statistics of each stream after one train forward, per option.
 static void test_bn_modes(void **state) {
     (void)state;
@@ -370,6 +428,7 @@ int main(void) {
         cmocka_unit_test(test_input_112),
         cmocka_unit_test(test_bn_modes),
         cmocka_unit_test(test_infer_fusion),
+        cmocka_unit_test(test_landmark_reuse),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_drop_path),
         cmocka_unit_test(test_cli_forward),

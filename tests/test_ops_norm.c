@@ -136,7 +136,7 @@ static void test_batchnorm_gradcheck(void **state) {
                              tu_leaf(&r, T_SHAPE(C), 0.5f, 1.5f), tu_leaf(&r, T_SHAPE(C), -1, 1)};
             tensor *rm = tu_rand(&r, T_SHAPE(C), -1, 1), *rv = tu_rand(&r, T_SHAPE(C), 0.5f, 2);
             int64_t nbt = 0;
-            bn_ctx c = {{NULL, NULL, rm, rv, &nbt, training, 0.1f, 1e-5f}, affine};
+            bn_ctx c = {{NULL, NULL, rm, rv, &nbt, training, 0.1f, 1e-5f, NULL}, affine};
             char name[80];
             snprintf(name, sizeof name, "batchnorm shape %zu %s %s", s,
                      training ? "train" : "eval", affine ? "affine" : "plain");
@@ -160,7 +160,7 @@ static void test_batchnorm_running_stats(void **state) {
     float rm0[2] = {0.5f, -0.25f}, rv0[2] = {1.5f, 0.75f};
     tensor *rm = tensor_from(T_SHAPE(2), rm0), *rv = tensor_from(T_SHAPE(2), rv0);
     int64_t nbt = 5;
-    bn_args a = {NULL, NULL, rm, rv, &nbt, true, 0.1f, 1e-5f};
+    bn_args a = {NULL, NULL, rm, rv, &nbt, true, 0.1f, 1e-5f, NULL};
     bool prev = ag_no_grad_begin();
     tensor *y = op_batchnorm(x, &a);
     ag_no_grad_end(prev);
@@ -193,7 +193,7 @@ static void test_batchnorm_running_stats(void **state) {
         assert_true(fabs(y->data[c * H * W] - want) < 1e-5);
     }
     // Training without running statistics (track_running_stats=False) works too.
-    bn_args none = {NULL, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f};
+    bn_args none = {NULL, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f, NULL};
     y = op_batchnorm(x, &none);
     assert_true(isfinite(y->data[0]));
     ag_step_reset();
@@ -207,7 +207,7 @@ static void test_batchnorm_large(void **state) {
     int B = 8, C = 16, S = 17 * 19;
     tensor *x = tu_leaf(&r, T_SHAPE(B, C, 17, 19), -1, 3);
     tensor *w = tu_leaf(&r, T_SHAPE(C), 0.5f, 1.5f), *bb = tu_leaf(&r, T_SHAPE(C), -1, 1);
-    bn_args a = {w, bb, NULL, NULL, NULL, true, 0.1f, 1e-5f};
+    bn_args a = {w, bb, NULL, NULL, NULL, true, 0.1f, 1e-5f, NULL};
     tensor *y = op_batchnorm(x, &a);
     tensor *gy = tu_rand(&r, y->ndim, y->shape, -1, 1);
     ag_backward_seed(y, gy->data);
@@ -411,7 +411,7 @@ static void test_each_op_accumulates(void **state) {
         tensor *in[3] = {tu_leaf(&r, T_SHAPE(3, 2, 4), -1, 2), tu_leaf(&r, T_SHAPE(2), 0.5f, 1.5f),
                          tu_leaf(&r, T_SHAPE(2), -1, 1)};
         tensor *rm = tu_rand(&r, T_SHAPE(2), -1, 1), *rv = tu_rand(&r, T_SHAPE(2), 0.5f, 2);
-        bn_ctx c = {{NULL, NULL, rm, rv, NULL, training, 0.1f, 1e-5f}, true};
+        bn_ctx c = {{NULL, NULL, rm, rv, NULL, training, 0.1f, 1e-5f, NULL}, true};
         tu_check_accumulates(training ? "batchnorm train" : "batchnorm eval", bn_fn, &c, 3, in);
     }
     tensor *dp[1] = {tu_leaf(&r, T_SHAPE(8, 3), -1, 1)};
@@ -433,7 +433,7 @@ static void test_norm_backward_accumulates(void **state) {
     tensor *leaves[5] = {x, lw, lb, bw, bb};
     float first[5][60];
     for (int pass = 0; pass < 2; pass++) {
-        bn_args a = {bw, bb, NULL, NULL, NULL, true, 0.1f, 1e-5f};
+        bn_args a = {bw, bb, NULL, NULL, NULL, true, 0.1f, 1e-5f, NULL};
         tensor *h = op_batchnorm(x, &a);            // [4, 3, 5]
         // Layer norm across the channels: a per-channel affine does not cancel.
         h = op_transpose(h, 1, 2);                  // [4, 5, 3]
@@ -540,7 +540,7 @@ static void test_fixture_batchnorm(void **state) {
         tensor *b = affine ? fx_get(f, g, "b", true) : NULL;
         tensor *rm = fx_get(f, g, "rm", false), *rv = fx_get(f, g, "rv", false);
         int64_t nbt = 0;
-        bn_args a = {w, b, rm, rv, &nbt, training, cfg[2], cfg[3]};
+        bn_args a = {w, b, rm, rv, &nbt, training, cfg[2], cfg[3], NULL};
         tensor *y = op_batchnorm(x, &a);
         assert_int_equal(nbt, training ? 1 : 0);
         fx_close(f, g, "y", y, y->data, FX_FWD_TOL);

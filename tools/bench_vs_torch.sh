@@ -19,7 +19,8 @@
 # Usage: tools/bench_vs_torch.sh [BENCH_BIN_DIR]   (default build/bench)
 # Environment: BENCH_BATCH ("16 64": a list), BENCH_ITERS (3 timed runs, median),
 #   BENCH_THREADS (2: both sides get the same thread count),
-#   OMP_WAIT_POLICY (passive: other jobs share the cores; applies to both sides),
+#   OMP_WAIT_POLICY (passive: other jobs share the cores; applies to both sides;
+#     "default" leaves it unset),
 #   BENCH_OUT (folder for the raw logs, default build/bench_vs_torch),
 #   BENCH_SKIP (comma list of forward,fwd_bwd,sam_step to leave out, both sides),
 #   SKIP_CONV=1 / SKIP_LOADER=1 to skip parts,
@@ -37,7 +38,10 @@ THREADS=${BENCH_THREADS:-2}
 SKIP=${BENCH_SKIP:-}
 OUT=${BENCH_OUT:-build/bench_vs_torch}
 PY=/usr/bin/python3
+# OMP_WAIT_POLICY=default: left unset, libgomp's own default (threads spin a
+# while, then sleep), what `poster train` and a PyTorch script get unless told.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+[ "$OMP_WAIT_POLICY" = default ] && unset OMP_WAIT_POLICY
 export OMP_NUM_THREADS=$THREADS
 mkdir -p "$OUT"
 for b in bench_conv bench_model bench_loader; do
@@ -56,7 +60,7 @@ done
 FIRST=${BATCHES%% *}
 
 echo "bench_vs_torch: $(nproc) cores, $THREADS threads each side, batch $BATCHES, $ITERS timed runs," \
-     "OMP_WAIT_POLICY=$OMP_WAIT_POLICY, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+     "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset}, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 run() {   # name, command...: runs it, keeps the log, fails loudly
     local name=$1
     shift

@@ -272,7 +272,11 @@ static int train_step(run *r, int first, int count, int n, int epoch, int batch,
     char why[256] = "";
     const char *bad = NULL;
     store_zero_grad(r->s);
+    // SAM's second pass takes the frozen landmark stream's output of the first
+    // (same images, same weights; exact, see poster_landmark_reuse).
+    if (r->oo.sam) poster_landmark_reuse(r->model, POSTER_LM_RECORD);
     int nf = pass(r, first, count, n, loss, correct, why, sizeof why);
+    poster_landmark_reuse(r->model, POSTER_LM_OFF);
     r->loss_at_w = *loss;
     nf = reduce_pass(r, nf, why, sizeof why);
     if (!nf && (bad = train_first_nonfinite_grad(r->s)))
@@ -281,7 +285,9 @@ static int train_step(run *r, int first, int count, int n, int epoch, int batch,
         optim_sam_perturb(r->opt);
         store_zero_grad(r->s);
         // The official loop reports the loss and accuracy of the second pass.
+        poster_landmark_reuse(r->model, POSTER_LM_REPLAY);
         nf = pass(r, first, count, n, loss, correct, why, sizeof why);
+        poster_landmark_reuse(r->model, POSTER_LM_OFF);
         nf = reduce_pass(r, nf, why, sizeof why);
         if (!nf && (bad = train_first_nonfinite_grad(r->s)))
             snprintf(why, sizeof why, "gradient of '%s' is not finite (SAM second pass)", bad),
