@@ -322,8 +322,8 @@ void poster_landmark_reuse(poster_model *m, int mode) {
     AG_ASSERT(mode == POSTER_LM_OFF || mode == POSTER_LM_RECORD || mode == POSTER_LM_REPLAY,
               "poster_landmark_reuse: mode %d", mode);
     lm_reuse *l = &m->lm;
-    if (mode == POSTER_LM_RECORD) lm_clear(l, false);
     if (mode == POSTER_LM_RECORD) {
+        lm_clear(l, false);
         if (!l->w) {
             l->nw = lm_weights(&m->s, NULL);
             l->w = malloc((size_t)(l->nw ? l->nw : 1) * sizeof(float));
