@@ -378,27 +378,33 @@ static void test_bad_images(void **state) {
     }
 }
 
-// LONG=1: 20 SIGKILLs at random moments of an 8-epoch run, resuming each time.
-// A kill comes 0.05 to 1.5 epochs after the setup, so about a third of the runs
-// get through an epoch end (evaluation, best.h5, pictures, logs, last.h5) and
-// the run is not over before the 20th kill.
+// LONG=1: 20 SIGKILLs at random moments of a 12-epoch run, resuming each time.
+// A kill comes 5% to 100% of (C + 1 epoch) after the setup, C being the
+// reference run's time from its setup to its first last.h5: about half of the
+// runs get through an epoch end (evaluation, best.h5, pictures, logs, last.h5),
+// mostly one, so the run is not over before the 20th kill. (With 0.05 to 1.5
+// epochs of an 8-epoch run, on a machine where an epoch is short next to a
+// run's start-up, every kill came before the first checkpoint and no run was
+// ever resumed.)
 static void test_kill9(void **state) {
     (void)state;
     if (!getenv("LONG") || strcmp(getenv("LONG"), "1"))
         tu_skip("20 x SIGKILL and resume runs with LONG=1 (make check-long)");
     if (!setup_ref()) skip();
-    const int epochs = 8;
+    const int epochs = 12;
     char args[1500];
-    const char *ref = dp("ref8"), *out = dp("kill"), *log = dp("kill.log");
+    const char *ref = dp("ref_long"), *out = dp("kill"), *log = dp("kill.log");
     shf("rm -rf %s %s", ref, out);
     snprintf(args, sizeof args, "--config %s --set train.epochs=%d --out %s", dp("tiny.ini"),
              epochs, ref);
-    pid_t pid = spawn(args, dp("ref8.log"), 0);
-    assert_true(wait_file(dp("ref8/config.ini"), 120));
+    pid_t pid = spawn(args, dp("ref_long.log"), 0);
+    assert_true(wait_file(dp("ref_long/config.ini"), 120));
     double t0 = now_s();
+    assert_true(wait_file(dp("ref_long/last.h5"), 600));
+    const double C = now_s() - t0;
     assert_int_equal(wait_exit(pid), 0);
     const double T = now_s() - t0;
-    printf("uninterrupted %d epochs: %.1f s\n", epochs, T);
+    printf("uninterrupted %d epochs: %.1f s, the first checkpoint after %.1f s\n", epochs, T, C);
     srand(20261202);
     int during_write = 0, before_first = 0, survived = 0;
     for (int k = 0; k < 20; k++) {
@@ -416,8 +422,16 @@ static void test_kill9(void **state) {
         remove(p1);
         remove(p2);
         pid = spawn(args, log, 0);
-        if (!wait_file(cfg, 120)) fail_msg("no %s", cfg);
-        double delay = T / epochs * (0.05 + 1.45 * rand() / (double)RAND_MAX);
+        if (!wait_file(cfg, 120)) {   // say what the run was doing before failing
+            bool alive = kill(pid, 0) == 0;
+            printf("no %s after 120 s; the run is %s; the end of its log:\n", cfg,
+                   alive ? "still alive (killed now)" : "gone");
+            fflush(stdout);
+            shf("tail -20 %s", log);
+            if (alive) kill(pid, SIGKILL);
+            fail_msg("no %s", cfg);
+        }
+        double delay = (C + T / epochs) * (0.05 + 0.95 * rand() / (double)RAND_MAX);
         usleep((useconds_t)(delay * 1e6));
         bool tmp = false;
         kill(pid, SIGKILL);
@@ -448,7 +462,7 @@ static void test_kill9(void **state) {
     printf("20 kills: %d during a checkpoint write, %d before the first checkpoint, %d after "
            "the run had ended\n", during_write, before_first, survived);
     assert_all_ckpts_open(out);
-    assert_same_state(dp("ref8/last.h5"), last);
+    assert_same_state(dp("ref_long/last.h5"), last);
     assert_logs(out, epochs);
 }
 
