@@ -653,15 +653,15 @@ tensor *op_conv2d_fused(tensor *x, tensor *w, tensor *bias, int stride, int pad,
               tensor_shape_str(f->res, sx, sizeof sx), g.B, g.Cout, g.Ho, g.Wo);
     const float *src = x->data;
     float *tmp = NULL;
-    if (f->pre_k && !use_winograd(&g)) {
+    if (f->pre_k && !use_winograd(&g)) {   // the epilogue's affine, on a copy of x
         int64_t S = (int64_t)g.H * g.W;
         tmp = malloc((size_t)x->numel * sizeof(float));
         AG_ASSERT(tmp != NULL, "out of memory");
+        memcpy(tmp, x->data, (size_t)x->numel * sizeof(float));
+        const conv_epi pre = {.k = f->pre_k, .o = f->pre_o};
 #pragma omp parallel for schedule(static) if (x->numel >= 65536)
-        for (int64_t bc = 0; bc < (int64_t)g.B * g.Cin; bc++) {
-            const float k = f->pre_k[bc % g.Cin], o = f->pre_o[bc % g.Cin];
-            for (int64_t j = 0; j < S; j++) tmp[bc * S + j] = x->data[bc * S + j] * k + o;
-        }
+        for (int64_t bc = 0; bc < (int64_t)g.B * g.Cin; bc++)
+            conv_epi_run(&pre, (int)(bc % g.Cin), tmp + bc * S, NULL, S);
         src = tmp;
     }
     tensor *y = tensor_new(T_SHAPE(g.B, g.Cout, g.Ho, g.Wo));

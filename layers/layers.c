@@ -225,8 +225,7 @@ bool nn_infer_fusion(bool bn_training) {
 }
 
 const float *nn_batchnorm_affine(const batchnorm *m, param_store *s) {
-    bn_args a = {.weight = lb_t(s, m->w), .bias = lb_t(s, m->b), .running_mean = lb_t(s, m->rm),
-                 .running_var = lb_t(s, m->rv), .training = false, .eps = 1e-5f};
+    bn_args a = batchnorm_args(m, s, false);
     float *ko = arena_alloc(2 * (size_t)m->c * sizeof(float));
     op_batchnorm_affine(&a, m->c, ko, ko + m->c);
     return ko;
