@@ -83,7 +83,8 @@ $(POSTER_HOOKS): $(BUILD)/cli/main.o $(BUILD)/libposter_hooks.a
 
 $(POSTER): $(BUILD)/cli/main.o $(BUILD)/libposter.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-	@ln -sf $(BUILD)/poster poster 2>/dev/null || true
+	@# ./poster is the optimized build's; the sanitizer, fuzz and valgrind folders keep theirs
+	@if [ "$(BUILD)" = build ]; then ln -sf build/poster poster 2>/dev/null || true; fi
 
 $(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/libposter_hooks.a $(TEST_ONLY_OBJ)
 	@mkdir -p $(dir $@)
