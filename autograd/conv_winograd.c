@@ -119,35 +119,40 @@ static wino_plan plan_make(int m, int B, int Ci, int Co, int Ho, int Wo) {
 // Filter transform: U [a*a][Co][Ci] = G g G^T. flip: the filters of the dx
 // convolution, g'[co][ci] = rot180(w[ci][co]) with w stored [Ci][Co][3][3].
 
-static void load_filter(const float *w, int Co, int Ci, int co, int ci, bool flip,
-                        float g[3][3]) {
-    for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 3; c++)
-            g[r][c] = flip ? w[((int64_t)ci * Co + co) * 9 + (2 - r) * 3 + (2 - c)]
-                           : w[((int64_t)co * Ci + ci) * 9 + r * 3 + c];
+// One filter g (element (r, c) at gp[r * rs + c * cs]) to its 16 transformed
+// values u[e * plane], e = 4 k + l.
+static inline void filter_f2(const float *gp, int rs, int cs, float *u, int64_t plane) {
+    float t[4][3];
+    for (int c = 0; c < 3; c++) {   // t = G g
+        float g0 = gp[c * cs], g1 = gp[rs + c * cs], g2 = gp[2 * rs + c * cs];
+        t[0][c] = g0;
+        t[1][c] = 0.5f * (g0 + g1 + g2);
+        t[2][c] = 0.5f * (g0 - g1 + g2);
+        t[3][c] = g2;
+    }
+    for (int r = 0; r < 4; r++) {   // U = t G^T
+        float *ur = u + (int64_t)r * 4 * plane;
+        ur[0] = t[r][0];
+        ur[plane] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+        ur[2 * plane] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+        ur[3 * plane] = t[r][2];
+    }
 }
 
+// Vectorized over ci as weights_f4 (below): a SAM step transforms every 3x3
+// filter twice, and the scalar loop was 1.7% of it.
 static void weights_f2(const float *w, int Co, int Ci, bool flip, float *U) {
     int64_t plane = (int64_t)Co * Ci;
+    int64_t sci = flip ? (int64_t)Co * 9 : 9, sco = flip ? 9 : (int64_t)Ci * 9;
+    int64_t off = flip ? 8 : 0;
+    int rs = flip ? -3 : 3, cs = flip ? -1 : 1;
 #pragma omp parallel for schedule(static)
-    for (int co = 0; co < Co; co++)
-        for (int ci = 0; ci < Ci; ci++) {
-            float g[3][3], t[4][3];
-            load_filter(w, Co, Ci, co, ci, flip, g);
-            for (int c = 0; c < 3; c++) {   // t = G g
-                t[0][c] = g[0][c];
-                t[1][c] = 0.5f * (g[0][c] + g[1][c] + g[2][c]);
-                t[2][c] = 0.5f * (g[0][c] - g[1][c] + g[2][c]);
-                t[3][c] = g[2][c];
-            }
-            for (int r = 0; r < 4; r++) {   // U = t G^T
-                float *u = U + (int64_t)r * 4 * plane + (int64_t)co * Ci + ci;
-                u[0] = t[r][0];
-                u[plane] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-                u[2 * plane] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-                u[3 * plane] = t[r][2];
-            }
-        }
+    for (int co = 0; co < Co; co++) {
+        float *u0 = U + (int64_t)co * Ci;
+        const float *wc = w + co * sco + off;
+#pragma omp simd
+        for (int ci = 0; ci < Ci; ci++) filter_f2(wc + ci * sci, rs, cs, u0 + ci, plane);
+    }
 }
 
 // Vectorized over ci: the 36 stores of each filter go to 36 planes a quarter
