@@ -495,8 +495,11 @@ static void compare_runs(const char *bin, const char *name, const char *extra, b
            "(worst %s; %d structural-zero tensors left out)\n", name, e, worst, skipped);
     // Rounding only: ranks and micro-batches group the Winograd F(4x4) weight-gradient
     // tiles differently (1 thread per rank, 2 in one process); measured 1.07e-5 with
-    // SGD. Another batch grouping shows as ~1e-1 (0.084 in the tiny-network test).
-    assert_true(e <= 3e-5);
+    // SGD on a Xeon (OpenBLAS SkylakeX kernels), 3.98e-5 on an AMD EPYC with AVX-512
+    // (worst: the first convolution, whose 112x112 plane sums the most tiles).
+    // Another batch grouping shows as ~1e-1 (0.084 in the tiny-network test), three
+    // orders of magnitude above the bound.
+    assert_true(e <= 1e-4);
     assert_true(!adam || skipped > 0);
     poster_free(m1);
     poster_free(m2);
