@@ -168,9 +168,11 @@ static void binary_forward(const bcast *p, int kind, const float *a, const float
 }
 
 // dst[idx_self(i)] += sign * g[i] * (other ? other[idx_other(i)] : 1) over all
-// output elements i. self_is_a picks which operand dst belongs to.
+// output elements i. self_is_a picks which operand dst belongs to. Every
+// element of dst is written, so a fresh dst (tensor_grad_first) is stored
+// into, 0.0f + v being the float of the += on zeros.
 static void bcast_accum(const bcast *p, bool self_is_a, const float *g, const float *other,
-                        float sign, float *dst, int64_t dst_numel) {
+                        float sign, float *dst, int64_t dst_numel, bool fresh) {
     int64_t n = p->shape[p->nd - 1], per_row;
     int64_t out_numel = p->rows * n;
     int64_t tasks = bcast_tasks(p, &per_row);
@@ -185,8 +187,14 @@ static void bcast_accum(const bcast *p, bool self_is_a, const float *g, const fl
             bcast_task(p, t, per_row, &r, &j0, &j1, &oa, &ob);
             float *d = dst + (self_is_a ? oa : ob);
             const float *gr = g + r * n;
-            if (!other) {
+            if (!other && fresh) {
+                for (int64_t j = j0; j < j1; j++) d[j] = 0.0f + sign * gr[j];
+            } else if (!other) {
                 for (int64_t j = j0; j < j1; j++) d[j] += sign * gr[j];
+            } else if (fresh) {
+                const float *o = other + (self_is_a ? ob : oa);
+                if (io) for (int64_t j = j0; j < j1; j++) d[j] = 0.0f + sign * gr[j] * o[j];
+                else for (int64_t j = j0; j < j1; j++) d[j] = 0.0f + sign * gr[j] * o[0];
             } else {
                 const float *o = other + (self_is_a ? ob : oa);
                 if (io) for (int64_t j = j0; j < j1; j++) d[j] += sign * gr[j] * o[j];
@@ -224,7 +232,10 @@ static void bcast_accum(const bcast *p, bool self_is_a, const float *g, const fl
     for (int64_t i = 0; i < dst_numel; i++) {
         double s = 0;
         for (int t = 0; t < nt; t++) s += acc[(size_t)t * (size_t)dst_numel + i];
-        dst[i] += sign * (float)s;
+        if (fresh)
+            dst[i] = 0.0f + sign * (float)s;
+        else
+            dst[i] += sign * (float)s;
     }
 }
 
@@ -237,14 +248,18 @@ static void binary_backward(tape_entry *e) {
     binary_saved *s = e->saved;
     tensor *a = e->in[0], *b = e->in[1];
     const float *g = e->out->grad;
+    // a and b may be the same tensor (x + x): b's call then finds a's buffer.
+    bool fresh;
     if (a->requires_grad) {
         const float *other = s->kind == BIN_MUL ? b->data : NULL;
-        bcast_accum(&s->plan, true, g, other, 1.0f, tensor_grad(a), a->numel);
+        float *ga = tensor_grad_first(a, &fresh);
+        bcast_accum(&s->plan, true, g, other, 1.0f, ga, a->numel, fresh);
     }
     if (b->requires_grad) {
         const float *other = s->kind == BIN_MUL ? a->data : NULL;
         float sign = s->kind == BIN_SUB ? -1.0f : 1.0f;
-        bcast_accum(&s->plan, false, g, other, sign, tensor_grad(b), b->numel);
+        float *gb = tensor_grad_first(b, &fresh);
+        bcast_accum(&s->plan, false, g, other, sign, gb, b->numel, fresh);
     }
 }
 
@@ -358,17 +373,25 @@ static void gelu_forward(const float *x, float *y, int64_t n) {
 }
 
 // d/dx [x Phi(x)] = Phi(x) + x phi(x)
+#pragma omp declare simd
+static inline float gelu_grad(float v, float g) {
+    float cdf = 0.5f * (1.0f + erff(v * INV_SQRT2));
+    float pdf = INV_SQRT_2PI * expf(-0.5f * v * v);
+    return g * (cdf + v * pdf);
+}
+
 static void gelu_backward(tape_entry *e) {
     tensor *x = e->in[0];
-    float *gx = tensor_grad(x);
+    bool fresh;   // every element of gx is written below
+    float *gx = tensor_grad_first(x, &fresh);
     const float *g = e->out->grad, *xd = x->data;
     int64_t n = x->numel;
+    if (fresh) {
 #pragma omp parallel for simd schedule(static) if (n >= 4096)
-    for (int64_t i = 0; i < n; i++) {
-        float v = xd[i];
-        float cdf = 0.5f * (1.0f + erff(v * INV_SQRT2));
-        float pdf = INV_SQRT_2PI * expf(-0.5f * v * v);
-        gx[i] += g[i] * (cdf + v * pdf);
+        for (int64_t i = 0; i < n; i++) gx[i] = 0.0f + gelu_grad(xd[i], g[i]);
+    } else {
+#pragma omp parallel for simd schedule(static) if (n >= 4096)
+        for (int64_t i = 0; i < n; i++) gx[i] += gelu_grad(xd[i], g[i]);
     }
 }
 
@@ -407,7 +430,15 @@ static void prelu_forward(const float *x, const float *w, float *y, int B, int C
 }
 
 static void prelu_grad_row(const float *restrict xr, const float *restrict gr, float a,
-                           float *restrict d, int64_t S) {
+                           float *restrict d, int64_t S, bool fresh) {
+    if (fresh) {
+#pragma omp simd
+        for (int64_t j = 0; j < S; j++) {
+            float g = gr[j], ag = a * g;
+            d[j] = 0.0f + (xr[j] > 0 ? g : ag);
+        }
+        return;
+    }
 #pragma omp simd
     for (int64_t j = 0; j < S; j++) {
         float g = gr[j], ag = a * g;
@@ -424,14 +455,15 @@ static void prelu_backward(tape_entry *e) {
     prelu_dims(x, &B, &C, &S);
     const float *g = e->out->grad, *xd = x->data, *wd = w->data;
     int64_t BC = (int64_t)B * C;
-    float *gx = x->requires_grad ? tensor_grad(x) : NULL;
+    bool fresh = false;   // every (b, c) row of gx is written below
+    float *gx = x->requires_grad ? tensor_grad_first(x, &fresh) : NULL;
     double *part = w->requires_grad ? arena_alloc((size_t)BC * sizeof(double)) : NULL;
 #pragma omp parallel for schedule(static) if (BC * S >= PAR_MIN && BC > 1)
     for (int64_t bc = 0; bc < BC; bc++) {
         float a = wd[bc % C];
         const float *xr = xd + bc * S, *gr = g + bc * S;
         if (gx) {
-            prelu_grad_row(xr, gr, a, gx + bc * S, S);
+            prelu_grad_row(xr, gr, a, gx + bc * S, S, fresh);
         }
         if (part) {
             double s = 0;   // double: the sum must not depend on how it vectorizes

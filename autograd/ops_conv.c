@@ -520,8 +520,16 @@ void conv_bias_backward(const float *dy, int B, int C, int64_t HW, float *db) {
     }
 }
 
+bool conv2d_dx_stores(const conv2d_geom *g) { return !is_depthwise(g) && use_winograd(g); }
+
 void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const float *dy,
                      float *dx, float *dw, float *db) {
+    conv2d_backward_into(g, x, w, dy, dx, false, dw, db);
+}
+
+void conv2d_backward_into(const conv2d_geom *g, const float *x, const float *w,
+                          const float *dy, float *dx, bool dx_store, float *dw, float *db) {
+    AG_ASSERT(!dx_store || conv2d_dx_stores(g), "conv2d: dx_store on a path that accumulates");
     if (g->B == 0) return;
     if (is_depthwise(g)) {
         dw_backward(g, x, w, dy, dx, dw, db);
@@ -532,7 +540,7 @@ void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const
         // dx is the full correlation of dy with the flipped, transposed filters:
         // again a 3x3 stride-1 convolution, with padding 2 - pad.
         wino_conv(wino_tile(g->H, g->W, false, false), g->B, g->Cout, g->Ho, g->Wo, g->Cin,
-                  2 - g->pad, g->H, g->W, w, true, NULL, true, dy, dx, NULL, NULL, NULL);
+                  2 - g->pad, g->H, g->W, w, true, NULL, !dx_store, dy, dx, NULL, NULL, NULL);
         dx = NULL;
     }
     if (dw && use_winograd(g)) {
@@ -591,10 +599,14 @@ typedef struct conv_saved {
 static void conv2d_tape_backward(tape_entry *e) {
     const conv_saved *s = e->saved;
     tensor *x = e->in[0], *w = e->in[1], *b = e->n_in > 2 ? e->in[2] : NULL;
-    conv2d_backward(&s->g, x->data, w->data, e->out->grad,
-                    x->requires_grad ? tensor_grad(x) : NULL,
-                    w->requires_grad ? tensor_grad(w) : NULL,
-                    b && b->requires_grad ? tensor_grad(b) : NULL);
+    // The Winograd dx overwrites: a first gradient of x needs no zeroing.
+    bool fresh = false;
+    float *dx = !x->requires_grad        ? NULL
+                : conv2d_dx_stores(&s->g) ? tensor_grad_first(x, &fresh)
+                                          : tensor_grad(x);
+    conv2d_backward_into(&s->g, x->data, w->data, e->out->grad, dx, fresh,
+                         w->requires_grad ? tensor_grad(w) : NULL,
+                         b && b->requires_grad ? tensor_grad(b) : NULL);
 }
 
 tensor *conv2d_run(const char *name, const conv2d_geom *g, tensor *x, tensor *w,

@@ -144,7 +144,8 @@ static void layernorm_backward(tape_entry *e) {
     const float *g = e->out->grad, *xd = x->data, *wd = w ? w->data : NULL;
     bool par = rows * D >= PAR_MIN && rows > 1;
     bool need_w = w && w->requires_grad, need_b = b && b->requires_grad;
-    float *gx = x->requires_grad ? tensor_grad(x) : NULL;
+    bool fresh = false;   // every row of gx is written below
+    float *gx = x->requires_grad ? tensor_grad_first(x, &fresh) : NULL;
     int nt = par ? omp_get_max_threads() : 1;
     double *acc = NULL;   // per thread: [D] for w, then [D] for b
     if (need_w || need_b) acc = arena_calloc((size_t)nt * 2 * (size_t)D * sizeof(double));
@@ -172,11 +173,18 @@ static void layernorm_backward(tape_entry *e) {
                 }
                 float mg = (float)(sg / D), mgh = (float)(sgh / D);
                 float *d = gx + r * D;
-                for (int j = 0; j < D; j++) {
-                    float gh = gr[j] * (wd ? wd[j] : 1.0f);
-                    float h = (xr[j] - m) * rs;
-                    d[j] += rs * (gh - mg - h * mgh);
-                }
+                if (fresh)
+                    for (int j = 0; j < D; j++) {
+                        float gh = gr[j] * (wd ? wd[j] : 1.0f);
+                        float h = (xr[j] - m) * rs;
+                        d[j] = 0.0f + rs * (gh - mg - h * mgh);
+                    }
+                else
+                    for (int j = 0; j < D; j++) {
+                        float gh = gr[j] * (wd ? wd[j] : 1.0f);
+                        float h = (xr[j] - m) * rs;
+                        d[j] += rs * (gh - mg - h * mgh);
+                    }
             }
         }
     }
@@ -290,7 +298,8 @@ static void batchnorm_backward(tape_entry *e) {
     int64_t S;
     bn_dims(x, &B, &C, &S);
     const float *g = e->out->grad, *xd = x->data;
-    float *gx = x->requires_grad ? tensor_grad(x) : NULL;
+    bool fresh = false;   // gx is written whole below (every channel, sample, element)
+    float *gx = x->requires_grad ? tensor_grad_first(x, &fresh) : NULL;
     float *gw = w && w->requires_grad ? tensor_grad(w) : NULL;
     float *gb = bias && bias->requires_grad ? tensor_grad(bias) : NULL;
     double n = (double)B * S;
@@ -321,9 +330,14 @@ static void batchnorm_backward(tape_entry *e) {
         for (int b = 0; b < B; b++) {
             const float *xr = xd + ((int64_t)b * C + c) * S, *gr = g + ((int64_t)b * C + c) * S;
             float *d = gx + ((int64_t)b * C + c) * S;
-            if (s->training)
+            if (s->training && fresh)
+                for (int64_t j = 0; j < S; j++)
+                    d[j] = 0.0f + k * (gr[j] - mg - ((xr[j] - m) * rs) * mgh);
+            else if (s->training)
                 for (int64_t j = 0; j < S; j++)
                     d[j] += k * (gr[j] - mg - ((xr[j] - m) * rs) * mgh);
+            else if (fresh)
+                for (int64_t j = 0; j < S; j++) d[j] = 0.0f + k * gr[j];
             else
                 for (int64_t j = 0; j < S; j++) d[j] += k * gr[j];
         }
@@ -430,14 +444,18 @@ typedef struct drop_path_saved {
 static void drop_path_backward(tape_entry *e) {
     drop_path_saved *s = e->saved;
     tensor *x = e->in[0];
-    float *gx = tensor_grad(x);
+    bool fresh;   // every sample's row of gx is written below
+    float *gx = tensor_grad_first(x, &fresh);
     const float *g = e->out->grad;
     int B = x->shape[0];
     int64_t per = B > 0 ? x->numel / B : 0;
 #pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN && B > 1)
     for (int b = 0; b < B; b++) {
         float f = s->factor[b];
-        for (int64_t j = 0; j < per; j++) gx[b * per + j] += f * g[b * per + j];
+        if (fresh)
+            for (int64_t j = 0; j < per; j++) gx[b * per + j] = 0.0f + f * g[b * per + j];
+        else
+            for (int64_t j = 0; j < per; j++) gx[b * per + j] += f * g[b * per + j];
     }
 }
 

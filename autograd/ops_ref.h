@@ -42,6 +42,12 @@ void conv2d_forward_inference(const conv2d_geom *g, const float *x, const float 
 // Accumulates (+=) into dx, dw, db; each may be NULL (not wanted).
 void conv2d_backward(const conv2d_geom *g, const float *x, const float *w, const float *dy,
                      float *dx, float *dw, float *db);
+// The same, except that with dx_store dx is overwritten (its old contents
+// unread) when conv2d_dx_stores(g); otherwise dx_store must be false.
+void conv2d_backward_into(const conv2d_geom *g, const float *x, const float *w,
+                          const float *dy, float *dx, bool dx_store, float *dw, float *db);
+// Whether conv2d_backward_into can overwrite dx (the Winograd dx path).
+bool conv2d_dx_stores(const conv2d_geom *g);
 void conv2d_naive_forward(const conv2d_geom *g, const float *x, const float *w,
                           const float *bias, float *y);
 void conv2d_naive_backward(const conv2d_geom *g, const float *x, const float *w,

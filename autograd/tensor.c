@@ -419,6 +419,17 @@ float *tensor_grad(tensor *t) {
     return root->grad;
 }
 
+float *tensor_grad_first(tensor *t, bool *fresh) {
+    tensor *root = tensor_root(t);
+    *fresh = false;
+    if (root->grad || root->param) return tensor_grad(t);
+    root->grad = pool_alloc((size_t)root->numel * sizeof(float));
+    if (pool_poison_on()) memset(root->grad, 0xff, (size_t)root->numel * sizeof(float));
+    *fresh = true;
+    t->grad = root->grad;
+    return root->grad;
+}
+
 // ---------------------------------------------------------------------------
 // Lifetimes: drops, pins, scopes
 

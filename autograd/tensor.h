@@ -62,6 +62,14 @@ tensor *tensor_from(int ndim, const int *shape, const float *src);  // copies sr
 tensor *tensor_view(tensor *t, int ndim, const int *shape);  // reshape view, shares grad
 // The gradient buffer of t (of its base for views), allocated zeroed on first use.
 float *tensor_grad(tensor *t);
+// For a backward that writes every element of t's gradient in one pass: when
+// nothing has flowed into it yet, a new buffer that is NOT zeroed and *fresh =
+// true, and the caller must then store (0.0f + v: the floats of += on zeros,
+// signed zeros included) instead of adding, before anything else reads it;
+// otherwise tensor_grad's buffer and *fresh = false. Saves the zeroing pass and
+// the read of the += (the trunk's gradients are tens of MB per step). With
+// pool poisoning on, the new buffer is NaN, so a missed element shows.
+float *tensor_grad_first(tensor *t, bool *fresh);
 int64_t shape_numel(int ndim, const int *shape);
 bool tensor_same_shape(const tensor *a, const tensor *b);
 // "[2, 3, 4]" into buf; returns buf.

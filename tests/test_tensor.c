@@ -279,6 +279,40 @@ static void test_recompute_exact(void **state) {
     pool_set_poison(false);
 }
 
+// tensor_grad_first: the first gradient of an activation is handed out
+// unzeroed (NaN under poisoning) for an op that writes all of it; later ones
+// accumulate. x feeds two ops: the later-recorded one (gelu) stores into x's
+// gradient, prelu's backward then adds to it; a missed element would be NaN.
+static void test_grad_first(void **state) {
+    (void)state;
+    pool_set_poison(true);
+    rng r;
+    rng_seed(&r, 5);
+    tensor *t = tu_leaf(&r, T_SHAPE(3, 5), -1, 1);
+    bool fresh = false;
+    float *g = tensor_grad_first(t, &fresh);
+    assert_true(fresh);
+    assert_true(isnan(g[0]) && isnan(g[14]));
+    bool again = true;
+    assert_ptr_equal(tensor_grad_first(t, &again), g);
+    assert_false(again);
+    assert_ptr_equal(tensor_grad(t), g);
+
+    tensor *x = tu_leaf(&r, T_SHAPE(2, 3, 4, 4), -2, 2), *w = tu_leaf(&r, T_SHAPE(3), 0.1f, 0.3f);
+    tensor *y = op_add(op_prelu(x, w), op_gelu(x));
+    float ones[96];
+    for (int i = 0; i < 96; i++) ones[i] = 1.0f;
+    ag_backward_seed(y, ones);
+    for (int i = 0; i < 96; i++) {
+        double v = x->data[i], a = w->data[(i / 16) % 3];
+        double want = (v > 0 ? 1.0 : a) + 0.5 * (1.0 + erf(v / sqrt(2.0))) +
+                      v * exp(-0.5 * v * v) / sqrt(2.0 * M_PI);
+        assert_true(fabs(x->grad[i] - want) <= 1e-5 * (1.0 + fabs(want)));
+    }
+    ag_step_reset();
+    pool_set_poison(false);
+}
+
 static void test_store_layout(void **state) {
     (void)state;
     param_store s;
@@ -374,6 +408,7 @@ int main(void) {
         cmocka_unit_test(test_backward_frees_dead_buffers),
         cmocka_unit_test(test_recompute_exact),
         cmocka_unit_test(test_tape_and_views),
+        cmocka_unit_test(test_grad_first),
         cmocka_unit_test(test_store_layout),
         cmocka_unit_test(test_rng),
         cmocka_unit_test(test_h5_roundtrip),
