@@ -405,29 +405,30 @@ static void zero_floats(float *p, int64_t n) {
         memset(p + i, 0, (size_t)(n - i < chunk ? n - i : chunk) * sizeof(float));
 }
 
-float *tensor_grad(tensor *t) {
+// t's gradient buffer; a new one is zeroed, or with zero = false left as it is
+// (NaN under poisoning) and *fresh set.
+static float *grad_get(tensor *t, bool zero, bool *fresh) {
     tensor *root = tensor_root(t);
     if (!root->grad) {
         // Parameters get their grad pointer at store_finalize; frozen ones have none
         // and must never be asked for one.
         AG_ASSERT(root->param == NULL, "tensor_grad on a parameter without a gradient");
-        size_t bytes = (size_t)root->numel * sizeof(float);
-        root->grad = pool_alloc(bytes);
-        zero_floats(root->grad, root->numel);
+        root->grad = pool_alloc((size_t)root->numel * sizeof(float));
+        if (zero)
+            zero_floats(root->grad, root->numel);
+        else if (pool_poison_on())
+            memset(root->grad, 0xff, (size_t)root->numel * sizeof(float));
+        if (fresh) *fresh = !zero;
     }
     t->grad = root->grad;
     return root->grad;
 }
 
+float *tensor_grad(tensor *t) { return grad_get(t, true, NULL); }
+
 float *tensor_grad_first(tensor *t, bool *fresh) {
-    tensor *root = tensor_root(t);
     *fresh = false;
-    if (root->grad || root->param) return tensor_grad(t);
-    root->grad = pool_alloc((size_t)root->numel * sizeof(float));
-    if (pool_poison_on()) memset(root->grad, 0xff, (size_t)root->numel * sizeof(float));
-    *fresh = true;
-    t->grad = root->grad;
-    return root->grad;
+    return grad_get(t, false, fresh);
 }
 
 // ---------------------------------------------------------------------------
